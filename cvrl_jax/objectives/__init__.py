@@ -1,0 +1,21 @@
+"""Self-supervised objectives: `build_objective(config)` picks one by `config.objective.name`."""
+import importlib
+from typing import Dict
+
+import ml_collections
+
+from cvrl_jax.objectives.base import LossOutput, Objective, ObjectiveSpec  # noqa: F401
+
+# name -> "module:Class", imported on demand so one method's import cost is not paid by others.
+REGISTRY: Dict[str, str] = {
+    'cvrl': 'cvrl_jax.objectives.cvrl:CVRL',
+}
+
+
+def build_objective(config: ml_collections.ConfigDict) -> Objective:
+  name = config.objective.name
+  if name not in REGISTRY:
+    raise ValueError(f'config.objective.name={name!r} is not a known objective; '
+                     f'choose one of {sorted(REGISTRY)}')
+  module_name, class_name = REGISTRY[name].split(':')
+  return getattr(importlib.import_module(module_name), class_name)(config)

@@ -1,0 +1,100 @@
+"""Defaults shared by every config in configs/, following ../shared/spec/cvrl.md.
+
+A config file in configs/ calls `base_config()` and overrides what its experiment changes, so
+every config exposes the same keys and a misspelt override fails (ml_collections configs are
+locked against new keys after this function returns them).
+"""
+import ml_collections
+
+
+def data_config() -> ml_collections.ConfigDict:
+  d = ml_collections.ConfigDict()
+  # Sources: a glob (comma-separated globs allowed) of DMVR TFRecords, or a TFDS dataset.
+  d.train_files = ''
+  d.eval_files = ''
+  d.tfds_name = ''
+  d.tfds_data_dir = ''
+  d.tfds_train_split = 'train'
+  d.tfds_eval_split = 'test'
+  d.num_classes = 0
+  d.num_train_examples = 0  # 0: counted from the files at start
+  # Pretraining clips: 16 frames at stride 2, cropped to 224 (spec "Temporal sampling").
+  d.num_frames = 16
+  d.frame_stride = 2
+  d.image_size = 224
+  d.sampling_power = 1.0
+  d.rho_max_distance = 0  # rho sampler: max frames between clip starts, 0 = unlimited
+  d.shuffle_buffer = 1024
+  d.host_split = 'files'  # 'files' | 'records' (see docs/architecture.md)
+  d.num_parallel_calls = -1  # -1: tf.data AUTOTUNE
+  d.prefetch = 2
+  # Evaluation clips (spec "Evaluation"): 32 frames at stride 2; test = 10 temporal x 3 spatial
+  # crops of 256 after a short-side resize to 256.
+  d.eval_num_frames = 32
+  d.eval_frame_stride = 2
+  d.eval_image_size = 224
+  d.eval_resize = 256
+  d.eval_crop_size = 256
+  d.eval_num_temporal_views = 10
+  d.eval_num_spatial_views = 3
+  return d
+
+
+def model_config() -> ml_collections.ConfigDict:
+  m = ml_collections.ConfigDict()
+  m.depth = 50
+  m.width_multiplier = 1.0
+  m.stem_temporal_kernel = 5
+  m.stem_temporal_stride = 2
+  m.bn_momentum = 0.9
+  m.bn_epsilon = 1e-5
+  m.dtype = 'bfloat16'  # compute dtype; parameters stay float32
+  m.remat = False
+  m.conv_impl = 'auto'  # 'auto' | 'conv3d' | 'factorized'
+  return m
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """CVRL R3D-50 pretraining defaults; experiments override data and scale."""
+  c = ml_collections.ConfigDict()
+  c.job = 'pretrain'  # 'pretrain' | 'linear_eval' | 'knn_eval' | 'finetune'
+  c.seed = 0
+  c.init_checkpoint = ''
+  c.batch_size = 1024  # global, in videos (2 clips each for CVRL)
+  c.num_epochs = 200
+  c.num_train_steps = 0  # > 0 overrides num_epochs
+
+  c.data = data_config()
+  c.model = model_config()
+
+  c.objective = ml_collections.ConfigDict()
+  c.objective.name = 'cvrl'
+  c.objective.temperature = 0.1
+  c.objective.head_hidden_dim = 2048
+  c.objective.head_num_layers = 3
+  c.objective.head_output_dim = 128
+  c.objective.head_bn_momentum = 0.997
+
+  c.optim = ml_collections.ConfigDict()
+  c.optim.name = 'sgd'  # 'sgd' | 'lars'
+  c.optim.momentum = 0.9
+  c.optim.nesterov = False
+  c.optim.base_lr = 0.32  # at batch 1024; lr = base_lr * batch_size / base_batch_size
+  c.optim.base_batch_size = 1024
+  c.optim.warmup_epochs = 5.0
+  c.optim.schedule = 'cosine'
+  c.optim.weight_decay = 1e-6
+  c.optim.lars_trust_coefficient = 0.001
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1  # -1: all devices not used by other axes
+  c.mesh.fsdp = 1
+
+  c.checkpoint = ml_collections.ConfigDict()
+  c.checkpoint.every_steps = 1000
+  c.checkpoint.keep = 3
+  c.checkpoint.async_save = True
+
+  c.log_every_steps = 100
+  c.profile = False
+  return c

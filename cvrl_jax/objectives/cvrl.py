@@ -1,0 +1,37 @@
+"""CVRL (Qian et al., CVPR 2021): two clips per video, InfoNCE over the global batch."""
+import ml_collections
+
+from cvrl_jax import models
+from cvrl_jax.models import heads
+from cvrl_jax.objectives import base
+from cvrl_jax.objectives import losses
+from cvrl_jax.objectives import networks
+
+
+class CVRL(base.Objective):
+  """R3D backbone + 3-layer projection MLP; loss on both views of every video in one pass.
+
+  Both views go through the network as one batch (view-1 rows first), so the synced BN
+  statistics cover both views of the global batch, as in the reference.
+  """
+
+  def __init__(self, config: ml_collections.ConfigDict):
+    oc = config.objective
+    self.temperature = float(oc.temperature)
+    self.spec = base.ObjectiveSpec(
+        num_clips=2, sampler='cvrl_pair', augment_policies=('cvrl_view1', 'cvrl_view2'),
+        crop_area_range=(0.3, 1.0), crop_aspect_range=(0.5, 2.0))
+    projector = heads.MLP(
+        hidden_dims=(oc.head_hidden_dim,) * oc.head_num_layers, output_dim=oc.head_output_dim,
+        use_bn=True, bn_momentum=oc.head_bn_momentum, bn_epsilon=config.model.bn_epsilon)
+    self.network = networks.BackboneWithProjector(
+        backbone=models.build_backbone(config.model), projector=projector)
+
+  def loss(self, params, batch_stats, aux, clips, rng, step) -> base.LossOutput:
+    del rng, step
+    (_, projections), updates = self.network.apply(
+        {'params': params, 'batch_stats': batch_stats}, base.merge_views(clips), train=True,
+        mutable=['batch_stats'])
+    z1, z2 = base.split_views(projections, 2)
+    loss, metrics = losses.cvrl_contrastive_loss(z1, z2, self.temperature)
+    return base.LossOutput(loss=loss, batch_stats=updates['batch_stats'], aux=aux, metrics=metrics)

@@ -1,0 +1,322 @@
+"""Convert videos to DMVR TFRecords.
+
+  python -m cvrl_jax.convert --input SRC --output DIR [--fps 10] [--short-side 256]
+      [--jpeg-quality 90] [--num-shards N] [--workers W] [--split-name train]
+
+SRC is a folder with one sub-folder of videos per class (UCF101/HMDB51 layout), or a CSV file of
+`path,label` rows (an optional `path,label` header; relative paths are relative to the CSV).
+Videos are decoded with PyAV at `--fps`, resized so the short side is `--short-side` pixels
+(0 keeps the size) and stored as per-frame JPEGs, one `tf.train.SequenceExample` per video.
+
+Output in DIR: shards `{split}-00000-of-N.tfrecord`, `labels.txt` (line i: name of label i) and
+`{split}_summary.json` (videos written, every skipped input with its reason, records and bytes per
+shard). Worker processes each write whole shards; a shard appears under its final name only when
+complete. Running the same command again resumes: finished shards are kept.
+
+Labels are indexed in sorted name order (numerically when all names are integers). If DIR
+already has a labels.txt (say, from converting the train split), its indices are reused, and a
+label missing from it is an error.
+
+Unreadable, empty and non-video inputs, CSV rows without a path or label and rows naming a
+missing file are skipped and reported; they never stop the run.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import math
+import multiprocessing
+import os
+import queue
+import sys
+import time
+from typing import Sequence
+
+import numpy as np
+
+VIDEOS_PER_SHARD = 200  # automatic shard count
+MAX_AUTO_SHARDS = 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+  fps: float
+  short_side: int
+  jpeg_quality: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Item:
+  path: str
+  label: str
+
+
+# ------------------------------------------------------------------------------------------------
+# Inputs.
+
+
+def list_folder(root: str) -> tuple[list[Item], list[dict]]:
+  """Videos of a class-per-sub-folder tree; files outside class folders are reported as skipped."""
+  items, skipped = [], []
+  for entry in sorted(os.listdir(root)):
+    path = os.path.join(root, entry)
+    if entry.startswith('.'):
+      continue
+    if not os.path.isdir(path):
+      skipped.append({'path': path, 'reason': 'not inside a class sub-folder'})
+      continue
+    for folder, dirs, files in os.walk(path):
+      dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
+      items.extend(Item(os.path.join(folder, f), entry) for f in sorted(files)
+                   if not f.startswith('.'))
+  return items, skipped
+
+
+def list_csv(csv_path: str) -> tuple[list[Item], list[dict]]:
+  """Videos of a `path,label` CSV; rows without a path or label, or naming no file, are skipped."""
+  base = os.path.dirname(os.path.abspath(csv_path))
+  items, skipped = [], []
+  with open(csv_path, newline='', encoding='utf-8') as f:
+    for row_number, row in enumerate(csv.reader(f), start=1):
+      cells = [c.strip() for c in row]
+      if not any(cells):
+        continue
+      if row_number == 1 and [c.lower() for c in cells[:2]] == ['path', 'label']:
+        continue
+      where = f'{csv_path} row {row_number}'
+      if not cells[0]:
+        skipped.append({'path': where, 'reason': 'no video path'})
+        continue
+      path = os.path.join(base, os.path.expanduser(cells[0]))
+      if len(cells) < 2 or not cells[1]:
+        skipped.append({'path': path, 'reason': f'no label ({where})'})
+      elif not os.path.isfile(path):
+        skipped.append({'path': path, 'reason': f'file not found ({where})'})
+      else:
+        items.append(Item(path, cells[1]))
+  return items, skipped
+
+
+def list_inputs(source: str) -> tuple[list[Item], list[dict]]:
+  if os.path.isdir(source):
+    return list_folder(source)
+  if os.path.isfile(source):
+    return list_csv(source)
+  raise FileNotFoundError(f'Input {source} is neither a folder of class folders nor a CSV file.')
+
+
+def _label_order(name: str):
+  return (0, int(name), '') if name.isdigit() else (1, 0, name)
+
+
+def label_names(items: Sequence[Item], existing: list[str] | None, labels_path: str) -> list[str]:
+  """Names by label index: the existing labels.txt, or the sorted names of `items`."""
+  names = sorted({item.label for item in items}, key=_label_order)
+  if existing is None:
+    return names
+  missing = sorted(set(names) - set(existing), key=_label_order)
+  if missing:
+    raise ValueError(f'Labels {missing[:10]} are not in {labels_path}; convert into a new output '
+                     'folder or add them to that file.')
+  return existing
+
+
+def assign_shards(items: Sequence[Item], num_shards: int, seed: int = 0) -> list[list[Item]]:
+  """Items in a fixed pseudo-random order, dealt round-robin (shards mix classes)."""
+  ordered = sorted(items, key=lambda item: item.path)
+  order = np.random.default_rng(seed).permutation(len(ordered))
+  return [[ordered[i] for i in order[s::num_shards]] for s in range(num_shards)]
+
+
+# ------------------------------------------------------------------------------------------------
+# Workers: one call writes one whole shard.
+
+_progress = None  # a multiprocessing queue in worker processes
+
+
+def _init_worker(progress) -> None:
+  global _progress
+  _progress = progress
+  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  os.environ.setdefault('CUDA_VISIBLE_DEVICES', '')
+
+
+def meta_path(shard: str) -> str:
+  folder, name = os.path.split(shard)
+  return os.path.join(folder, f'.{name}.json')
+
+
+def convert_shard(shard: str, items: Sequence[Item], label_index: dict[str, int],
+                  settings: Settings) -> dict:
+  """Writes one shard and its metadata file; returns the metadata."""
+  from cvrl_jax.data import dmvr  # pylint: disable=g-import-not-at-top
+  from cvrl_jax.data import video  # pylint: disable=g-import-not-at-top
+  skipped = []
+
+  def examples():
+    for item in items:
+      try:
+        decoded = video.decode_video(item.path, fps=settings.fps, short_side=settings.short_side,
+                                     jpeg_quality=settings.jpeg_quality)
+      except Exception as e:  # pylint: disable=broad-except
+        # One bad input must never stop a conversion: every failure is reported in the summary.
+        reason = str(e) if isinstance(e, video.VideoError) else f'{type(e).__name__}: {e}'
+        skipped.append({'path': item.path, 'reason': reason})
+        decoded = None
+      if _progress is not None:
+        _progress.put(1)
+      if decoded is not None:
+        yield dmvr.make_sequence_example(
+            decoded.jpeg_frames, label_index[item.label], label_string=item.label,
+            data_path=item.path, start_timestamp_us=decoded.start_timestamp_us,
+            end_timestamp_us=decoded.end_timestamp_us)
+
+  records = dmvr.write_shard(shard, examples())
+  meta = {'sources': [item.path for item in items], 'settings': dataclasses.asdict(settings),
+          'records': records, 'bytes': os.path.getsize(shard), 'skipped': skipped}
+  dmvr.write_text_atomic(meta_path(shard), json.dumps(meta))
+  return meta
+
+
+def _finished_meta(shard: str, items: Sequence[Item], settings: Settings) -> dict | None:
+  """The metadata of a shard a previous run completed with the same inputs, else None."""
+  if not (os.path.exists(shard) and os.path.exists(meta_path(shard))):
+    return None
+  with open(meta_path(shard)) as f:
+    meta = json.load(f)
+  if (meta.get('sources') != [item.path for item in items]
+      or meta.get('settings') != dataclasses.asdict(settings)):
+    raise ValueError(f'{shard} was written from other inputs or settings; use a new --output '
+                     'folder or delete the old shards.')
+  return meta
+
+
+class _InProcessProgress:
+  """Stands in for the workers' progress queue when shards are written in this process."""
+
+  def __init__(self, bar):
+    self.put = bar.update
+
+
+def _run_tasks(tasks, label_index, settings, workers, progress_bar) -> dict[str, dict]:
+  global _progress
+  if workers <= 1 or len(tasks) <= 1:
+    saved, _progress = _progress, _InProcessProgress(progress_bar)
+    try:
+      return {shard: convert_shard(shard, items, label_index, settings) for shard, items in tasks}
+    finally:
+      _progress = saved
+  context = multiprocessing.get_context('spawn')  # TensorFlow does not survive fork
+  progress = context.Queue()
+  with context.Pool(min(workers, len(tasks)), initializer=_init_worker,
+                    initargs=(progress,)) as pool:
+    pending = {shard: pool.apply_async(convert_shard, (shard, items, label_index, settings))
+               for shard, items in tasks}
+    results = {}
+    while pending:
+      try:
+        progress_bar.update(progress.get(timeout=0.2))
+      except queue.Empty:
+        pass
+      for shard in [s for s, r in pending.items() if r.ready()]:
+        results[shard] = pending.pop(shard).get()  # re-raises a worker's exception
+    while True:  # progress messages still in flight
+      try:
+        progress_bar.update(progress.get(timeout=0.05))
+      except queue.Empty:
+        break
+  return results
+
+
+# ------------------------------------------------------------------------------------------------
+# The command.
+
+
+def convert(source: str, output: str, *, fps: float = 10.0, short_side: int = 256,
+            jpeg_quality: int = 90, num_shards: int = 0, workers: int = 0,
+            split_name: str = 'train', quiet: bool = False) -> dict:
+  """Converts the videos of `source` into `output`; returns the summary (also written as JSON)."""
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  from cvrl_jax.data import dmvr  # pylint: disable=g-import-not-at-top
+
+  if fps <= 0 or short_side < 0 or not 1 <= jpeg_quality <= 100:
+    raise ValueError('Need --fps > 0, --short-side >= 0 and 1 <= --jpeg-quality <= 100.')
+  start = time.time()
+  items, skipped = list_inputs(source)
+  if not items:
+    raise ValueError(f'No videos found in {source}.')
+  os.makedirs(output, exist_ok=True)
+  labels_path = os.path.join(output, dmvr.LABELS_FILE)
+  names = label_names(items, dmvr.read_labels(output), labels_path)
+  dmvr.write_labels(output, names)
+  label_index = {name: i for i, name in enumerate(names)}
+
+  num_shards = num_shards or min(MAX_AUTO_SHARDS, math.ceil(len(items) / VIDEOS_PER_SHARD))
+  shards = [dmvr.shard_path(output, split_name, i, num_shards) for i in range(num_shards)]
+  assignment = dict(zip(shards, assign_shards(items, num_shards)))
+  settings = Settings(fps=fps, short_side=short_side, jpeg_quality=jpeg_quality)
+  results = {s: m for s in shards if (m := _finished_meta(s, assignment[s], settings)) is not None}
+  tasks = [(s, assignment[s]) for s in shards if s not in results]
+  done = sum(len(assignment[s]) for s in results)
+  with tqdm(total=len(items), initial=done, unit='video', desc=f'converting {split_name}',
+            disable=quiet, file=sys.stderr) as bar:
+    results.update(_run_tasks(tasks, label_index, settings, workers or os.cpu_count() or 1, bar))
+
+  for shard in shards:
+    skipped.extend(results[shard]['skipped'])
+  summary = {
+      'input': os.path.abspath(source), 'output': os.path.abspath(output), 'split': split_name,
+      'fps': fps, 'short_side': short_side, 'jpeg_quality': jpeg_quality,
+      'num_classes': len(names), 'num_shards': num_shards,
+      'written': sum(results[s]['records'] for s in shards), 'skipped': skipped,
+      'resumed_shards': num_shards - len(tasks),
+      'shards': {os.path.basename(s): {'records': results[s]['records'],
+                                       'bytes': results[s]['bytes']} for s in shards},
+      'seconds': round(time.time() - start, 1),
+  }
+  dmvr.write_text_atomic(dmvr.summary_path(output, split_name), json.dumps(summary, indent=1))
+  if not quiet:
+    print(format_summary(summary))
+  return summary
+
+
+def format_summary(summary: dict, max_listed: int = 20) -> str:
+  lines = [f"Wrote {summary['written']} videos ({summary['num_classes']} classes) to "
+           f"{summary['num_shards']} shards in {summary['output']} "
+           f"({summary['resumed_shards']} shards kept from an earlier run); "
+           f"skipped {len(summary['skipped'])}."]
+  for skip in summary['skipped'][:max_listed]:
+    lines.append(f"  skipped {skip['path']}: {skip['reason']}")
+  if len(summary['skipped']) > max_listed:
+    lines.append(f"  ... and {len(summary['skipped']) - max_listed} more (see the summary JSON)")
+  return '\n'.join(lines)
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(
+      description='Convert videos to DMVR TFRecords.', epilog=__doc__,
+      formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--input', required=True, help='folder of class sub-folders, or a CSV')
+  parser.add_argument('--output', required=True, help='output folder')
+  parser.add_argument('--fps', type=float, default=10.0, help='output frame rate (default 10)')
+  parser.add_argument('--short-side', type=int, default=256, help='short side in pixels; 0 keeps')
+  parser.add_argument('--jpeg-quality', type=int, default=90)
+  parser.add_argument('--num-shards', type=int, default=0,
+                      help=f'0: one per {VIDEOS_PER_SHARD} videos')
+  parser.add_argument('--workers', type=int, default=0, help='worker processes; 0: one per core')
+  parser.add_argument('--split-name', default='train', help='shard and summary name prefix')
+  args = parser.parse_args(argv)
+  try:
+    convert(args.input, args.output, fps=args.fps, short_side=args.short_side,
+            jpeg_quality=args.jpeg_quality, num_shards=args.num_shards, workers=args.workers,
+            split_name=args.split_name)
+  except (ValueError, FileNotFoundError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 1
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

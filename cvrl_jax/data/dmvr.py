@@ -1,0 +1,171 @@
+"""DMVR-format records: `tf.train.SequenceExample` keys, writer and tf.data parser.
+
+One record is one video: the feature list `image/encoded` holds one JPEG string per frame and
+the context holds `clip/label/index` (one or more int64). DMVR's generator also writes the
+optional `clip/label/string`, `clip/data_path` and `clip/start/timestamp` / `clip/end/timestamp`
+(microseconds); records written by other tools with only the two required keys read as well.
+"""
+from __future__ import annotations
+
+import os
+from typing import Iterable, Sequence
+
+import tensorflow as tf
+
+IMAGE_KEY = 'image/encoded'
+LABEL_INDEX_KEY = 'clip/label/index'
+LABEL_STRING_KEY = 'clip/label/string'
+DATA_PATH_KEY = 'clip/data_path'
+START_TIMESTAMP_KEY = 'clip/start/timestamp'
+END_TIMESTAMP_KEY = 'clip/end/timestamp'
+
+# Parsed value of a field the record does not have.
+NO_LABEL = -1
+NO_TIMESTAMP = -1
+
+
+def _bytes_feature(values: Sequence[bytes]) -> tf.train.Feature:
+  return tf.train.Feature(bytes_list=tf.train.BytesList(value=list(values)))
+
+
+def _int64_feature(values: Sequence[int]) -> tf.train.Feature:
+  return tf.train.Feature(int64_list=tf.train.Int64List(value=list(values)))
+
+
+def _as_bytes(value: str | bytes) -> bytes:
+  return value.encode('utf-8') if isinstance(value, str) else bytes(value)
+
+
+def make_sequence_example(
+    jpeg_frames: Sequence[bytes],
+    labels: int | Sequence[int],
+    *,
+    label_string: str | bytes | None = None,
+    data_path: str | bytes | None = None,
+    start_timestamp_us: int | None = None,
+    end_timestamp_us: int | None = None,
+) -> tf.train.SequenceExample:
+  """Builds one DMVR record from per-frame JPEG strings and one or more label indices."""
+  if not jpeg_frames:
+    raise ValueError('A DMVR record needs at least one frame; got an empty frame list.')
+  labels = [int(labels)] if isinstance(labels, int) else [int(l) for l in labels]
+  example = tf.train.SequenceExample()
+  context = example.context.feature
+  context[LABEL_INDEX_KEY].CopyFrom(_int64_feature(labels))
+  if label_string is not None:
+    context[LABEL_STRING_KEY].CopyFrom(_bytes_feature([_as_bytes(label_string)]))
+  if data_path is not None:
+    context[DATA_PATH_KEY].CopyFrom(_bytes_feature([_as_bytes(data_path)]))
+  if start_timestamp_us is not None:
+    context[START_TIMESTAMP_KEY].CopyFrom(_int64_feature([start_timestamp_us]))
+  if end_timestamp_us is not None:
+    context[END_TIMESTAMP_KEY].CopyFrom(_int64_feature([end_timestamp_us]))
+  frames = example.feature_lists.feature_list[IMAGE_KEY].feature
+  for jpeg in jpeg_frames:
+    frames.add().bytes_list.value.append(jpeg)
+  return example
+
+
+def temporary_path(path: str) -> str:
+  """Name a shard is written under until it is complete (same folder, so the rename is atomic)."""
+  folder, name = os.path.split(path)
+  return os.path.join(folder, f'.{name}.tmp-{os.getpid()}')
+
+
+def write_shard(path: str, records: Iterable[tf.train.SequenceExample | bytes]) -> int:
+  """Writes records to a TFRecord file atomically and returns how many were written.
+
+  The file is written under a temporary name in the same folder and renamed to `path` only after
+  it is complete and closed, so a file under its final name is always whole.
+  """
+  tmp = temporary_path(path)
+  count = 0
+  try:
+    with tf.io.TFRecordWriter(tmp) as writer:
+      for record in records:
+        writer.write(record if isinstance(record, bytes) else record.SerializeToString())
+        count += 1
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+  return count
+
+
+def parse_sequence_example(serialized: tf.Tensor, *,
+                           frames_only: bool = False) -> dict[str, tf.Tensor]:
+  """Parses one serialized DMVR record inside tf.data.
+
+  Returns 'frames' (tf.string [L], one JPEG per frame) and 'label' (int32 scalar: the first
+  label index, NO_LABEL if the record has none), plus 'labels' (int32 [n], all indices),
+  'label_string', 'data_path' (tf.string, '' if absent) and 'start_timestamp' /
+  'end_timestamp' (int64, NO_TIMESTAMP if absent). `frames_only` skips the optional fields.
+  """
+  context_features = {LABEL_INDEX_KEY: tf.io.VarLenFeature(tf.int64)}
+  if not frames_only:
+    context_features.update({
+        LABEL_STRING_KEY: tf.io.FixedLenFeature([], tf.string, default_value=''),
+        DATA_PATH_KEY: tf.io.FixedLenFeature([], tf.string, default_value=''),
+        START_TIMESTAMP_KEY: tf.io.FixedLenFeature([], tf.int64, default_value=NO_TIMESTAMP),
+        END_TIMESTAMP_KEY: tf.io.FixedLenFeature([], tf.int64, default_value=NO_TIMESTAMP),
+    })
+  context, sequence = tf.io.parse_single_sequence_example(
+      serialized,
+      context_features=context_features,
+      sequence_features={IMAGE_KEY: tf.io.FixedLenSequenceFeature([], tf.string)})
+  labels = tf.cast(context[LABEL_INDEX_KEY].values, tf.int32)
+  first_label = tf.concat([labels, [NO_LABEL]], axis=0)[0]
+  parsed = {'frames': sequence[IMAGE_KEY], 'label': first_label}
+  if not frames_only:
+    parsed.update({
+        'labels': labels,
+        'label_string': context[LABEL_STRING_KEY],
+        'data_path': context[DATA_PATH_KEY],
+        'start_timestamp': context[START_TIMESTAMP_KEY],
+        'end_timestamp': context[END_TIMESTAMP_KEY],
+    })
+  return parsed
+
+
+# ------------------------------------------------------------------------------------------------
+# Dataset folder layout shared by the converter and the demo data: shards
+# `{split}-{i:05d}-of-{n:05d}.tfrecord`, `labels.txt` (line i = name of label index i) and
+# `{split}_summary.json` (written and skipped videos, per-shard record counts and sizes).
+
+LABELS_FILE = 'labels.txt'
+SUMMARY_SUFFIX = '_summary.json'
+
+
+def shard_path(folder: str, split: str, index: int, num_shards: int) -> str:
+  return os.path.join(folder, f'{split}-{index:05d}-of-{num_shards:05d}.tfrecord')
+
+
+def shard_pattern(folder: str, split: str) -> str:
+  return os.path.join(folder, f'{split}-*-of-*.tfrecord')
+
+
+def summary_path(folder: str, split: str) -> str:
+  return os.path.join(folder, split + SUMMARY_SUFFIX)
+
+
+def write_text_atomic(path: str, text: str) -> None:
+  tmp = temporary_path(path)
+  with open(tmp, 'w', encoding='utf-8') as f:
+    f.write(text)
+  os.replace(tmp, path)
+
+
+def write_labels(folder: str, names: Sequence[str]) -> str:
+  path = os.path.join(folder, LABELS_FILE)
+  write_text_atomic(path, ''.join(f'{name}\n' for name in names))
+  return path
+
+
+def read_labels(folder: str) -> list[str] | None:
+  """Label names by index from `folder/labels.txt`, or None if there is none."""
+  path = os.path.join(folder, LABELS_FILE)
+  if not os.path.exists(path):
+    return None
+  with open(path, encoding='utf-8') as f:
+    return [line.rstrip('\n') for line in f]

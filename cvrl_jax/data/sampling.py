@@ -1,0 +1,149 @@
+"""Temporal and spatial view samplers (spec: "Temporal sampling" and "Evaluation").
+
+Every sampler is a pure function of TensorFlow ops usable inside a tf.data map. Random ones are
+stateless: they take an explicit seed tensor of shape [2] (int32 or int64), so a clip depends
+only on its seed, never on parallelism or call order. Frame indices past the end of a video wrap
+around (the video is tiled), as in the reference.
+
+Notation: L = frames in the video, T = frames per clip, s = temporal stride. A clip starting at
+frame a covers frames a, a + s, ..., a + (T - 1) s. M = L - (T - 1) s when L > (T - 1) s (the
+number of starts whose clip fits), else L.
+"""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+_BISECTION_STEPS = 54  # halves [0, 1] down to float64 resolution
+
+
+def num_start_positions(video_len: tf.Tensor, clip_len: int, stride: int) -> tf.Tensor:
+  """M: L - (T - 1) * stride if the clip fits in the video, else L (int32)."""
+  video_len = tf.cast(video_len, tf.int32)
+  span = (clip_len - 1) * stride
+  return tf.where(video_len > span, video_len - span, video_len)
+
+
+def clip_indices(starts: tf.Tensor, clip_len: int, stride: int, video_len: tf.Tensor) -> tf.Tensor:
+  """Frame indices [V, T] of clips starting at `starts` [V], wrapped modulo the video length."""
+  offsets = tf.range(clip_len, dtype=tf.int32) * stride
+  return (tf.cast(starts, tf.int32)[:, None] + offsets[None, :]) % tf.cast(video_len, tf.int32)
+
+
+# ----------------------------------------------------------------------------------------------
+# CVRL's gap distribution: density p(k) = (p+1)/(p M) (1 - (k/M)^p) on [0, M] (p = 1: 2(M-k)/M^2).
+
+
+def gap_pdf(k: np.ndarray, m: float, power: float = 1.0) -> np.ndarray:
+  """NumPy reference: density of the gap k between the two CVRL clip starts."""
+  x = np.asarray(k, np.float64) / m
+  return np.where((x >= 0) & (x <= 1), (power + 1) / (power * m) * (1 - x ** power), 0.0)
+
+
+def gap_cdf(k: np.ndarray, m: float, power: float = 1.0) -> np.ndarray:
+  """NumPy reference: the spec's CDF, -k^(p+1) / (p M^(p+1)) + k (p+1) / (p M), on [0, M]."""
+  k = np.clip(np.asarray(k, np.float64), 0.0, m)
+  return -k ** (power + 1) / (power * m ** (power + 1)) + k * (power + 1) / (power * m)
+
+
+def _invert_gap_cdf(u: tf.Tensor, power: float) -> tf.Tensor:
+  """x in [0, 1] with F(x) = ((p+1) x - x^(p+1)) / p = u, in float64."""
+  if power == 1.0:
+    return 1.0 - tf.sqrt(1.0 - u)  # 2x - x^2 = u
+  if power <= 0:
+    raise ValueError(f'The sampling power must be positive; got {power}.')
+  # F is increasing on [0, 1]: bisection reaches the float64 root in 54 halvings.
+  low, high = tf.zeros_like(u), tf.ones_like(u)
+  for _ in range(_BISECTION_STEPS):
+    mid = 0.5 * (low + high)
+    below = ((power + 1) * mid - mid ** (power + 1)) / power < u
+    low, high = tf.where(below, mid, low), tf.where(below, high, mid)
+  return 0.5 * (low + high)
+
+
+def sample_gap(seed: tf.Tensor, m: tf.Tensor, power: float = 1.0, shape=()) -> tf.Tensor:
+  """Continuous gap k in [0, M] with CDF `gap_cdf` (float64), by exact inverse-CDF sampling."""
+  u = tf.random.stateless_uniform(shape, seed=seed, dtype=tf.float64)
+  return _invert_gap_cdf(u, power) * tf.cast(m, tf.float64)
+
+
+def cvrl_pair_starts(seed: tf.Tensor, video_len: tf.Tensor, clip_len: int, stride: int,
+                     power: float = 1.0) -> tf.Tensor:
+  """CVRL's two clip starts (int32 [2]).
+
+  If the clip fits (L > (T - 1) s): gap k = floor of a draw from the gap distribution on [0, M]
+  (at most M - 1), start 1 ~ U{0, ..., M - k - 1}, start 2 = start 1 + k, then the pair is put
+  in random order. Otherwise both starts are independent uniforms over the L frames.
+  """
+  gap_seed, start_seed, order_seed, short_seed = tf.unstack(
+      tf.random.experimental.stateless_split(seed, 4))
+  m = num_start_positions(video_len, clip_len, stride)
+  gap = tf.minimum(tf.cast(tf.floor(sample_gap(gap_seed, m, power)), tf.int32), m - 1)
+  first = tf.random.stateless_uniform([], start_seed, minval=0, maxval=m - gap, dtype=tf.int32)
+  swap = tf.random.stateless_uniform([], order_seed) < 0.5
+  pair = tf.where(swap, tf.stack([first + gap, first]), tf.stack([first, first + gap]))
+  independent = tf.random.stateless_uniform([2], short_seed, minval=0, maxval=m, dtype=tf.int32)
+  fits = tf.cast(video_len, tf.int32) > (clip_len - 1) * stride
+  return tf.where(fits, pair, independent)
+
+
+def rho_starts(seed: tf.Tensor, video_len: tf.Tensor, num_clips: int, clip_len: int, stride: int,
+               max_distance: int = 0) -> tf.Tensor:
+  """ρ independent uniform clip starts (int32 [ρ]) over the M start positions.
+
+  With `max_distance` > 0 every pair of starts is at most `max_distance` frames apart: a window of
+  min(max_distance + 1, M) consecutive start positions is placed uniformly, then each start is
+  uniform within it.
+  """
+  window_seed, starts_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+  m = num_start_positions(video_len, clip_len, stride)
+  window = m if max_distance <= 0 else tf.minimum(m, max_distance + 1)
+  offset = tf.random.stateless_uniform([], window_seed, minval=0, maxval=m - window + 1,
+                                       dtype=tf.int32)
+  return offset + tf.random.stateless_uniform([num_clips], starts_seed, minval=0, maxval=window,
+                                              dtype=tf.int32)
+
+
+def uniform_start(seed: tf.Tensor, video_len: tf.Tensor, clip_len: int, stride: int) -> tf.Tensor:
+  """One uniformly random clip start (int32 [1]), as for linear-evaluation training clips."""
+  return rho_starts(seed, video_len, 1, clip_len, stride)
+
+
+# ----------------------------------------------------------------------------------------------
+# Evaluation views.
+
+
+def eval_temporal_starts(video_len: tf.Tensor, num_views: int, clip_len: int,
+                         stride: int) -> tf.Tensor:
+  """Starts of evenly spaced test clips (int32 [num_views]).
+
+  linspace(0, max(0, L - T * s), num_views) truncated to integers (spec: L - 64 for 32 x 2).
+  """
+  last = tf.maximum(0, tf.cast(video_len, tf.int32) - clip_len * stride)
+  return tf.cast(tf.linspace(0.0, tf.cast(last, tf.float32), num_views), tf.int32)
+
+
+def center_start(video_len: tf.Tensor, clip_len: int, stride: int) -> tf.Tensor:
+  """Start of the single centred clip (int32 [1]): the middle of `eval_temporal_starts`' range."""
+  last = tf.maximum(0, tf.cast(video_len, tf.int32) - clip_len * stride)
+  return (last // 2)[None]
+
+
+def eval_spatial_offsets(height: tf.Tensor, width: tf.Tensor, crop_size: int,
+                         num_views: int) -> tf.Tensor:
+  """(y, x) corners [num_views, 2] of square test crops.
+
+  1 view: the centre. 3 views: start, centre and end of the long side (the width if square),
+  centred on the short side.
+  """
+  height, width = tf.cast(height, tf.int32), tf.cast(width, tf.int32)
+  center_y, center_x = (height - crop_size) // 2, (width - crop_size) // 2
+  if num_views == 1:
+    return tf.stack([center_y, center_x])[None]
+  if num_views != 3:
+    raise ValueError(f'Spatial test views must be 1 or 3; got {num_views}.')
+  along = lambda extent: tf.stack([0, (extent - crop_size) // 2, extent - crop_size])
+  tall = height > width
+  ys = tf.where(tall, along(height), tf.fill([3], center_y))
+  xs = tf.where(tall, tf.fill([3], center_x), along(width))
+  return tf.stack([ys, xs], axis=1)

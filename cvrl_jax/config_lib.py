@@ -54,6 +54,21 @@ def model_config() -> ml_collections.ConfigDict:
   return m
 
 
+def eval_config() -> ml_collections.ConfigDict:
+  """Evaluation jobs and the online kNN monitor (spec cvrl.md "Evaluation", rho-family "Monitoring")."""
+  e = ml_collections.ConfigDict()
+  e.batch_size = 64  # global videos per feature-extraction / test batch (each with all its views)
+  e.test_mode = 'test_views'  # linear_eval/finetune test: 'test_views' (10 x 3 views) | 'center_clip'
+  e.linear_cached_features = False  # linear_eval on cached centre-clip features: faster, no train augmentation
+  e.knn_k = 200
+  e.knn_temperature = 0.07
+  e.knn_mode = 'test_views'  # clips whose features are averaged per video: 'test_views' | 'center_clip'
+  e.retrieval_ks = (1, 5, 10, 20, 50)
+  e.finetune_dropout = 0.5  # before the classifier when fine-tuning
+  e.monitor_max_examples = 0  # online kNN monitor: at most this many train/test videos (0 = all)
+  return e
+
+
 def base_config() -> ml_collections.ConfigDict:
   """CVRL R3D-50 pretraining defaults; experiments override data and scale."""
   c = ml_collections.ConfigDict()
@@ -95,6 +110,52 @@ def base_config() -> ml_collections.ConfigDict:
   c.checkpoint.keep = 3
   c.checkpoint.async_save = True
 
+  c.mesh.fsdp_min_size = 2**18  # parameters with fewer elements stay replicated
+
   c.log_every_steps = 100
-  c.profile = False
+  c.profile = False  # a clu Profile trace of a few steps (TensorBoard 'profile' tab)
+  c.knn_every_steps = 0  # > 0: the online kNN monitor (cvrl_jax.evaluate) every N steps
+  c.eval = eval_config()
+  c.lock()
   return c
+
+
+# ----------------------------------------------------------------------------------------------
+# Validation: one clear sentence per bad value, before anything expensive starts.
+# ----------------------------------------------------------------------------------------------
+_CHOICES = {
+    'optim.name': ('sgd', 'lars'),
+    'optim.schedule': ('cosine', 'constant'),
+    'model.dtype': ('float32', 'bfloat16'),
+    'data.host_split': ('files', 'records'),
+}
+_POSITIVE = ('batch_size', 'log_every_steps', 'optim.base_batch_size', 'checkpoint.keep',
+             'data.num_frames', 'data.frame_stride', 'data.image_size')
+_NON_NEGATIVE = ('num_epochs', 'num_train_steps', 'optim.base_lr', 'optim.weight_decay',
+                 'optim.warmup_epochs', 'optim.lars_trust_coefficient', 'checkpoint.every_steps',
+                 'knn_every_steps', 'data.num_train_examples', 'data.num_classes')
+
+
+def get(config: ml_collections.ConfigDict, dotted: str):
+  value = config
+  for part in dotted.split('.'):
+    value = value[part]
+  return value
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError naming the first bad value (checks that need no devices or files)."""
+  for key, choices in _CHOICES.items():
+    if get(config, key) not in choices:
+      raise ValueError(f'config.{key} must be one of {choices}, got {get(config, key)!r}.')
+  for key in _POSITIVE:
+    if not get(config, key) > 0:
+      raise ValueError(f'config.{key} must be positive, got {get(config, key)!r}.')
+  for key in _NON_NEGATIVE:
+    if not get(config, key) >= 0:
+      raise ValueError(f'config.{key} must be >= 0, got {get(config, key)!r}.')
+  if config.num_train_steps == 0 and config.num_epochs == 0:
+    raise ValueError('Set config.num_epochs or config.num_train_steps to a positive value.')
+  if not 0.0 <= config.optim.momentum < 1.0:
+    raise ValueError(f'config.optim.momentum must be in [0, 1), got {config.optim.momentum!r}.')
+

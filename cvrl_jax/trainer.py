@@ -1,0 +1,371 @@
+"""The pretraining job: config -> sharded training -> checkpoints, metrics and results.json.
+
+The whole run is in `pretrain()`, in the order it happens (banner sections); the pieces it calls
+are small libraries: sharding (mesh, global batches), optim (schedule, optimiser), checkpoint
+(Orbax + data position), the objective (network + loss), the data pipeline and augment.
+
+Global semantics come from the arrays being global: the batch is one array sharded over every
+device, so BatchNorm statistics and the contrastive negatives cover the whole global batch.
+"""
+import importlib
+import json
+import os
+import signal
+import threading
+import time
+from typing import Any, Callable, Mapping
+
+from absl import logging
+from clu import metric_writers
+from clu import parameter_overview
+from clu import periodic_actions
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.experimental import multihost_utils
+
+from cvrl_jax import augment
+from cvrl_jax import checkpoint as checkpoint_lib
+from cvrl_jax import config_lib
+from cvrl_jax import export
+from cvrl_jax import optim
+from cvrl_jax import sharding
+from cvrl_jax.data import pipeline
+from cvrl_jax.objectives import base as objective_base
+from cvrl_jax.objectives import build_objective
+
+PyTree = Any
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array  # int32 scalar: optimiser updates done so far
+  params: PyTree
+  batch_stats: PyTree
+  aux: PyTree  # the objective's extra state (momentum encoder, queue, ...)
+  opt_state: PyTree
+
+
+class NonFiniteLossError(FloatingPointError):
+  """Training produced a NaN/Inf loss or parameters; the message names the step and checkpoint."""
+
+
+# Online monitors run every `config.<key>` steps (0 = never) on all processes. A monitor factory
+# is `factory(config, mesh, objective, workdir) -> monitor`, and `monitor(step, state)` returns
+# {metric name: float} for the log, TensorBoard and results.json; it may use
+# state.params['backbone'] / state.batch_stats['backbone'] (the encoder).
+MonitorFn = Callable[[int, TrainState], Mapping[str, float]]
+MONITORS: dict[str, str] = {
+    'knn_every_steps': 'cvrl_jax.evaluate.knn:make_online_monitor',
+}
+
+
+def _import(target: str) -> Callable[..., Any]:
+  module, name = target.split(':')
+  return getattr(importlib.import_module(module), name)
+
+
+class PreemptionWatcher:
+  """Reports, at the same step on every process, that the job was asked to stop (SIGTERM).
+
+  One process: a SIGTERM handler sets a flag that the loop reads between steps. Several
+  processes: JAX's preemption service (started by jax.distributed.initialize) catches SIGTERM and
+  agrees on a step at which every process saves, so the collective save cannot deadlock.
+  """
+
+  def __init__(self):
+    self._flag = threading.Event()
+    self._previous = None
+    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, lambda signum, frame: self._flag.set())
+
+  def reached(self, step: int) -> bool:
+    if jax.process_count() == 1:
+      return self._flag.is_set()
+    try:
+      return multihost_utils.reached_preemption_sync_point(step)
+    except RuntimeError:  # the preemption service is disabled
+      return False
+
+  def close(self) -> None:
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def _format_duration(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  return f'{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}'
+
+
+def progress_line(step: int, num_steps: int, metrics: Mapping[str, float], steps_per_sec: float,
+                  clips_per_step: int) -> str:
+  """One readable, grep-friendly line: step, metrics, speed, ETA."""
+  parts = [f'step {step}/{num_steps} ({100.0 * step / num_steps:.1f}%)']
+  for name, value in metrics.items():
+    parts.append(f'{name} {value:.4g}')
+  if steps_per_sec > 0:
+    parts.append(f'{steps_per_sec:.2f} steps/s')
+    parts.append(f'{steps_per_sec * clips_per_step:.1f} clips/s')
+    parts.append(f'ETA {_format_duration((num_steps - step) / steps_per_sec)}')
+  return ' | '.join(parts)
+
+
+def _write_json(path: str, obj: Any) -> None:
+  if jax.process_index() == 0:
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+      json.dump(obj, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
+  """Runs (or resumes) self-supervised pretraining; returns the final metrics (results.json)."""
+  # --------------------------------------------------------------------------------------------
+  # Config checks, workdir, writers.
+  # --------------------------------------------------------------------------------------------
+  config_lib.validate(config)
+  if config.init_checkpoint:
+    raise ValueError('config.init_checkpoint is for evaluation jobs; pretraining starts from '
+                     'scratch or resumes from WORKDIR/checkpoints.')
+  os.makedirs(workdir, exist_ok=True)
+  is_chief = jax.process_index() == 0
+  writer = (metric_writers.AsyncMultiWriter([metric_writers.SummaryWriter(workdir)])
+            if is_chief else metric_writers.MultiWriter([]))
+
+  # --------------------------------------------------------------------------------------------
+  # Mesh and objective.
+  # --------------------------------------------------------------------------------------------
+  mesh = sharding.make_mesh(config.mesh)
+  host_batch_size = sharding.check_batch_size(config.batch_size, mesh)
+  objective = build_objective(config)
+  spec = objective.spec
+  logging.info('Mesh %s over %d devices (%d processes); global batch %d videos x %d clips, '
+               '%d per host.', dict(mesh.shape), mesh.size, jax.process_count(),
+               config.batch_size, spec.num_clips, host_batch_size)
+
+  # --------------------------------------------------------------------------------------------
+  # Checkpoints: find where to resume before building the input (it starts at the data position).
+  # --------------------------------------------------------------------------------------------
+  ckpt = checkpoint_lib.Checkpointer(
+      os.path.join(workdir, 'checkpoints'), every_steps=config.checkpoint.every_steps,
+      keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
+  resume_step = ckpt.latest_step()
+
+  # --------------------------------------------------------------------------------------------
+  # Input: this host's share of each global batch (uint8 videos, key words, stream position).
+  # --------------------------------------------------------------------------------------------
+  start_position = (0, 0)
+  if resume_step is not None:
+    record = ckpt.restore_data(resume_step)
+    start_position = checkpoint_lib.position_for_process(
+        record, jax.process_index(), jax.process_count(), config.data.host_split)
+  train_iter = pipeline.make_pretrain_iterator(
+      config.data, num_clips=spec.num_clips, sampler=spec.sampler,
+      crop_area_range=spec.crop_area_range, crop_aspect_range=spec.crop_aspect_range,
+      global_batch_size=config.batch_size, seed=config.seed, start_position=start_position)
+  num_examples = pipeline.num_examples(config.data, 'train')
+  num_steps = optim.total_steps(config, num_examples)
+  steps_per_epoch = optim.steps_per_epoch(config, num_examples)
+  if num_steps <= 0:
+    raise ValueError(f'{config.num_epochs} epochs of {num_examples} videos at batch '
+                     f'{config.batch_size} is less than one step; lower config.batch_size.')
+  objective.set_training_length(num_steps, steps_per_epoch)  # momentum / freeze schedules
+  with config.unlocked():
+    config.data.num_train_examples = num_examples
+  _write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+
+  # --------------------------------------------------------------------------------------------
+  # Model, optimiser and train state, created already sharded over the mesh.
+  # --------------------------------------------------------------------------------------------
+  clip_shape = (spec.num_clips, config.data.num_frames, config.data.image_size,
+                config.data.image_size, 3)
+  rng = jax.random.key(config.seed)
+  init_rng, augment_rng, loss_rng = jax.random.split(rng, 3)
+  abstract_params = jax.eval_shape(
+      lambda r: objective.init(r, jnp.zeros((2,) + clip_shape, jnp.float32))[0], init_rng)
+  schedule = optim.learning_rate_schedule(config.optim, config.batch_size, steps_per_epoch,
+                                          num_steps)
+  tx = optim.make_optimizer(config.optim, schedule, abstract_params)
+
+  def init_state(r: jax.Array) -> TrainState:
+    params, batch_stats, aux = objective.init(r, jnp.zeros((2,) + clip_shape, jnp.float32))
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+                      aux=aux, opt_state=tx.init(params))
+
+  abstract_state = jax.eval_shape(init_state, init_rng)
+  state_sharding = sharding.state_shardings(abstract_state, mesh, config.mesh.fsdp_min_size)
+  state_sharding = state_sharding.replace(aux=objective.aux_shardings(state_sharding.aux, mesh))
+  if resume_step is None:
+    # The classic (non-partitionable) generator for the initial values: XLA:CPU compiles the
+    # partitionable one ~6x slower for 5-D conv kernels (seconds each); with it each device draws
+    # a whole tensor and keeps its shard, a cost paid once and only under fsdp.
+    with jax.threefry_partitionable(False):
+      state = jax.jit(init_state, out_shardings=state_sharding)(init_rng)
+    first_step = 0
+  else:
+    state = ckpt.restore_state(resume_step, jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state,
+        state_sharding))
+    first_step = int(jax.device_get(state.step))
+    logging.info('Resumed from %s at step %d, data position (epoch, record) = %s.',
+                 ckpt.step_path(resume_step), first_step, start_position)
+  if first_step == 0:
+    parameter_overview.log_parameter_overview(
+        state.params, include_stats=jax.process_count() == 1, msg='Trainable parameters:')
+
+  # --------------------------------------------------------------------------------------------
+  # The train step: augment -> objective loss -> gradients -> optimiser -> objective aux.
+  # --------------------------------------------------------------------------------------------
+  batch_sharding = sharding.batch_sharding(mesh)
+
+  def train_step(state: TrainState, batch: Mapping[str, jax.Array]):
+    step = state.step
+    keys = augment.example_keys(augment_rng, batch['key'])
+    clips = augment.augment_batch(keys, batch['video'], spec.augment_policies)
+    clips = jax.lax.with_sharding_constraint(clips, batch_sharding)
+
+    def loss_fn(params):
+      out = objective.loss(params, state.batch_stats, state.aux, clips,
+                           jax.random.fold_in(loss_rng, step), step)
+      return out.loss.astype(jnp.float32), (out.batch_stats, out.aux, out.metrics)
+
+    (loss, (batch_stats, aux, objective_metrics)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(state.params)
+    mask = objective_base.expand_mask(objective.trainable_mask(step), state.params)
+    if mask is not None:
+      grads = jax.tree.map(lambda g, m: jnp.where(m, g, 0.0), grads, mask)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    params, opt_state = optim.apply_trainable_mask(
+        tx, mask, state.params, params, state.opt_state, opt_state)
+    aux = objective.update_aux(params, aux, step)
+    metrics = {'loss': loss, **objective_metrics, 'learning_rate': schedule(step),
+               'grad_norm': optax.tree.norm(grads), 'param_norm': optax.tree.norm(params)}
+    metrics = jax.tree.map(lambda m: jnp.asarray(m, jnp.float32), metrics)
+    new_state = TrainState(step=step + 1, params=params, batch_stats=batch_stats, aux=aux,
+                           opt_state=opt_state)
+    return new_state, metrics
+
+  # Compiled ahead of time: the first log window then measures steps, not compilation, and the
+  # hosts start stepping together.
+  batch_spec = {
+      'video': jax.ShapeDtypeStruct((config.batch_size,) + clip_shape, jnp.uint8,
+                                    sharding=batch_sharding),
+      'key': jax.ShapeDtypeStruct((config.batch_size, 2), jnp.uint32, sharding=batch_sharding)}
+  compile_start = time.perf_counter()
+  train_step = jax.jit(
+      train_step, in_shardings=(state_sharding, {k: batch_sharding for k in batch_spec}),
+      out_shardings=(state_sharding, sharding.replicated(mesh)),
+      donate_argnums=0).lower(state, batch_spec).compile()
+  logging.info('Compiled the train step in %.1f s.', time.perf_counter() - compile_start)
+  sharding.wait_for_all_processes('cvrl_train_step_compiled')
+
+  # --------------------------------------------------------------------------------------------
+  # Hooks: progress, profiler, online monitors, preemption.
+  # --------------------------------------------------------------------------------------------
+  clips_per_step = config.batch_size * spec.num_clips
+  profiler = (periodic_actions.Profile(logdir=workdir, num_profile_steps=5,
+                                       first_profile=first_step + 10, every_secs=None)
+              if config.profile and is_chief else None)
+  monitors = [(config[key], _import(target)(config, mesh, objective, workdir))
+              for key, target in MONITORS.items() if config[key] > 0]
+  preemption = PreemptionWatcher()
+  if first_step >= num_steps:
+    logging.info('Nothing to do: the checkpoint at step %d is at or past the %d steps.',
+                 first_step, num_steps)
+
+  # --------------------------------------------------------------------------------------------
+  # The loop. Metrics stay on device until a log/checkpoint step, so the host runs ahead; every
+  # fetched step is checked for NaN/Inf before anything is saved.
+  # --------------------------------------------------------------------------------------------
+  pending: list[tuple[int, dict]] = []
+  last_saved = resume_step
+  summary: dict[str, float] = {}
+  position = start_position
+  window_start, window_steps = time.perf_counter(), 0
+  stopped_early = False
+
+  def check_pending() -> dict[str, float]:
+    """Fetches the pending steps' metrics; raises at the first non-finite one; returns means."""
+    fetched = jax.device_get([m for _, m in pending])
+    for (s, _), m in zip(pending, fetched):
+      bad = [f'{what} is {m[key]}' for what, key in (('the loss', 'loss'),
+                                                     ('the parameter norm', 'param_norm'))
+             if not np.isfinite(m[key])]
+      if bad:
+        where = (f'the last good checkpoint is {ckpt.step_path(last_saved)}' if last_saved
+                 is not None else 'there is no checkpoint yet')
+        raise NonFiniteLossError(f'Training diverged at step {s} ({" and ".join(bad)}); '
+                                 f'stopped without saving: {where}.')
+    means = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[-1]} if fetched else {}
+    pending.clear()
+    return means
+
+  try:
+    for step in range(first_step + 1, num_steps + 1):
+      with jax.profiler.StepTraceAnnotation('train', step_num=step):
+        batch = next(train_iter)
+        position = tuple(int(v) for v in batch['position'])
+        global_batch = sharding.host_to_global(
+            {'video': batch['video'], 'key': batch['key']}, mesh)
+        with jax.transfer_guard('disallow'):
+          state, metrics = train_step(state, global_batch)
+      pending.append((step, metrics))
+      window_steps += 1
+      if profiler is not None:
+        profiler(step)
+
+      preempted = preemption.reached(step)
+      is_last = step == num_steps
+      log_now = step % config.log_every_steps == 0 or is_last or preempted
+      save_now = ckpt.is_periodic(step) or is_last or preempted
+      if log_now or save_now:
+        means = check_pending()
+        if log_now and means:
+          now = time.perf_counter()
+          steps_per_sec = window_steps / (now - window_start)
+          window_start, window_steps = now, 0
+          summary = {f'train/{k}': v for k, v in means.items()}
+          summary.update({'train/steps_per_sec': steps_per_sec,
+                          'train/clips_per_sec': steps_per_sec * clips_per_step})
+          writer.write_scalars(step, summary)
+          logging.info('%s', progress_line(step, num_steps, means, steps_per_sec, clips_per_step))
+      for every, monitor in monitors:
+        if step % every == 0 or is_last:
+          values = dict(monitor(step, state))
+          writer.write_scalars(step, values)
+          summary.update(values)
+          logging.info('step %d | %s', step, ' | '.join(f'{k} {v:.4g}' for k, v in values.items()))
+      if save_now:
+        ckpt.save(step, state, position, config.data.host_split)
+        last_saved = step
+      if preempted and not is_last:
+        ckpt.wait()
+        logging.warning('Stopped by SIGTERM after step %d; saved %s. Run the same command to '
+                        'resume.', step, ckpt.step_path(step))
+        stopped_early = True
+        break
+  finally:
+    preemption.close()
+    ckpt.wait()
+    ckpt.close()
+    writer.flush()
+
+  # --------------------------------------------------------------------------------------------
+  # Results.
+  # --------------------------------------------------------------------------------------------
+  final_step = int(jax.device_get(state.step))
+  results = dict(summary, step=final_step, num_train_steps=num_steps, finished=not stopped_early)
+  _write_json(os.path.join(workdir, 'results.json'), results)
+  if not stopped_early:
+    logging.info('Finished %d steps; results in %s.', final_step,
+                 os.path.join(workdir, 'results.json'))
+    # The encoder alone, loadable without the training state (cvrl_jax.export).
+    export.export_backbone(
+        os.path.join(workdir, 'backbone'),
+        {'params': state.params['backbone'], 'batch_stats': state.batch_stats.get('backbone', {})},
+        config.model, source={'workdir': workdir, 'step': final_step})
+  return results

@@ -1,0 +1,119 @@
+"""The trainer's small libraries on 8 fake devices: mesh and shardings, host batches -> global
+arrays, data positions in checkpoints, the SIGTERM watcher and the progress line."""
+import os
+import signal
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from jax.sharding import PartitionSpec as P
+
+from cvrl_jax import checkpoint
+from cvrl_jax import sharding
+from cvrl_jax import trainer
+
+
+def _mesh_cfg(data, fsdp):
+  return ml_collections.ConfigDict({'data': data, 'fsdp': fsdp, 'fsdp_min_size': 0})
+
+
+@pytest.mark.parametrize('data, fsdp, expected', [
+    (-1, 1, (8, 1)), (-1, 2, (4, 2)), (2, -1, (2, 4)), (8, 1, (8, 1)), (1, 8, (1, 8))])
+def test_mesh_shape_fills_the_free_axis(data, fsdp, expected):
+  assert sharding.mesh_shape(_mesh_cfg(data, fsdp), 8) == expected
+
+
+@pytest.mark.parametrize('data, fsdp, message', [
+    (3, 1, 'data=3 x fsdp=1 = 3 devices, but there are 8 devices'),
+    (-1, 3, r'config.mesh \(-1, 3\) does not divide the 8 devices'),
+    (-1, -1, 'cannot both be -1'),
+    (0, 1, 'must be positive or -1')])
+def test_bad_mesh_shapes(data, fsdp, message):
+  with pytest.raises(ValueError, match=message):
+    sharding.mesh_shape(_mesh_cfg(data, fsdp), 8)
+
+
+def test_fsdp_spec_splits_the_largest_divisible_dimension():
+  assert sharding.fsdp_spec((3, 3, 3, 64, 128), 4, 0) == P(None, None, None, None, 'fsdp')
+  assert sharding.fsdp_spec((512, 6), 4, 0) == P('fsdp', None)
+  assert sharding.fsdp_spec((6, 5), 4, 0) == P()  # nothing divides
+  assert sharding.fsdp_spec((64, 128), 4, 64 * 128 + 1) == P()  # below the minimum size
+  assert sharding.fsdp_spec((64, 128), 1, 0) == P()  # no fsdp axis
+
+
+def test_parameters_created_sharded_over_fsdp():
+  mesh = sharding.make_mesh(_mesh_cfg(-1, 4))
+  init = lambda: {'kernel': jnp.arange(16 * 6, dtype=jnp.float32).reshape(16, 6),
+                  'bias': jnp.ones(6)}
+  shardings = sharding.state_shardings(jax.eval_shape(init), mesh, fsdp_min_size=32)
+  params = jax.jit(init, out_shardings=shardings)()
+  assert params['kernel'].sharding.spec == P('fsdp', None)
+  assert {s.data.shape for s in params['kernel'].addressable_shards} == {(4, 6)}
+  assert params['bias'].sharding.spec == P()  # small: replicated
+  np.testing.assert_array_equal(params['kernel'], np.arange(96).reshape(16, 6))
+
+
+def test_host_batch_becomes_one_global_array_split_over_every_device():
+  mesh = sharding.make_mesh(_mesh_cfg(-1, 2))
+  video = np.arange(16 * 3, dtype=np.uint8).reshape(16, 3)
+  key = np.stack([np.arange(16), np.arange(16) * 7], 1).astype(np.uint32)
+  batch = sharding.host_to_global({'video': video, 'key': key}, mesh)
+  assert batch['video'].sharding.spec == P(('data', 'fsdp'))
+  assert {s.data.shape for s in batch['video'].addressable_shards} == {(2, 3)}
+  np.testing.assert_array_equal(batch['video'], video)
+  np.testing.assert_array_equal(batch['key'], key)
+
+
+def test_batch_size_checks():
+  mesh = sharding.make_mesh(_mesh_cfg(-1, 1))
+  assert sharding.check_batch_size(64, mesh) == 64  # one process holds the whole batch
+  with pytest.raises(ValueError, match='config.batch_size=20 must be a positive multiple of the 8'):
+    sharding.check_batch_size(20, mesh)
+
+
+@pytest.mark.parametrize('rows, split, process, count, expected', [
+    ([[2, 10], [2, 12]], 'files', 1, 2, (2, 12)),  # same process count: its own row
+    ([[3, 64]], 'records', 1, 4, (3, 64)),  # 'records': one global position for any count
+    ([[2, 10], [1, 90]], 'files', 0, 4, (1, 0)),  # new host count: earliest epoch, from its start
+])
+def test_data_position_for_each_process(rows, split, process, count, expected):
+  record = {'positions': rows, 'host_split': split}
+  assert checkpoint.position_for_process(record, process, count, split) == expected
+
+
+def test_checkpoint_keeps_the_last_n_and_restores_state_and_position(tmp_path):
+  mesh = sharding.make_mesh(_mesh_cfg(-1, 1))
+  ckpt = checkpoint.Checkpointer(str(tmp_path), every_steps=2, keep=2, async_save=True)
+  state = {'w': jax.device_put(jnp.zeros((4, 2)), sharding.replicated(mesh)), 'step': jnp.int32(0)}
+  for step in (2, 4, 6):
+    state = {'w': state['w'] + 1.0, 'step': jnp.int32(step)}
+    ckpt.save(step, state, (1, 10 * step), 'files')
+  ckpt.wait()
+  assert list(ckpt.all_steps()) == [4, 6]
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+                          state)
+  restored = ckpt.restore_state(4, abstract)
+  np.testing.assert_array_equal(restored['w'], np.full((4, 2), 2.0))
+  assert restored['w'].sharding == state['w'].sharding
+  assert ckpt.restore_data(4) == {'positions': [[1, 40]], 'host_split': 'files'}
+  ckpt.close()
+  assert list(map(ckpt.is_periodic, (1, 2, 3, 4))) == [False, True, False, True]
+
+
+def test_sigterm_sets_the_preemption_flag_and_is_restored_after():
+  before = signal.getsignal(signal.SIGTERM)
+  watcher = trainer.PreemptionWatcher()
+  assert not watcher.reached(1)
+  os.kill(os.getpid(), signal.SIGTERM)
+  assert watcher.reached(2)
+  watcher.close()
+  assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_progress_line():
+  line = trainer.progress_line(100, 1100, {'loss': 4.25, 'contrastive_accuracy': 0.5},
+                               steps_per_sec=2.0, clips_per_step=2048)
+  assert line == ('step 100/1100 (9.1%) | loss 4.25 | contrastive_accuracy 0.5 | 2.00 steps/s | '
+                  '4096.0 clips/s | ETA 0:08:20')

@@ -1,0 +1,142 @@
+"""Shared set-up of the trainer tests: a tiny config on real demo videos, a compile cache.
+
+Every run in tests/test_train*.py and tests/test_multihost*.py uses the same config (the same
+XLA programs), and a persistent compilation cache in the session's temporary folder lets the
+in-process runs and the `python -m cvrl_jax.main` subprocesses reuse each other's compilations.
+"""
+import glob
+import importlib.util
+import os
+import subprocess
+import sys
+from typing import Any, Mapping, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+import tensorflow as tf
+from jax.experimental.compilation_cache import compilation_cache
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEMO_CONFIG = os.path.join(REPO, 'configs', 'demo.py')
+NUM_TRAIN_VIDEOS = 64
+NUM_STEPS = 6
+CHECKPOINT_EVERY = 3
+
+# The smallest CVRL run that still exercises everything: R3D-18 at 1/8 width, 2 clips x 4 frames
+# of 32 x 32 per video, 16 videos a step (2 per device), 4 steps per epoch of the 64 videos.
+OVERRIDES: Mapping[str, Any] = {
+    'batch_size': 16,
+    'num_train_steps': NUM_STEPS,
+    'log_every_steps': 1,
+    'checkpoint.every_steps': CHECKPOINT_EVERY,
+    'checkpoint.keep': 5,
+    'data.num_frames': 4,
+    'data.image_size': 32,
+    'data.shuffle_buffer': 64,
+    'data.host_split': 'records',
+    'model.width_multiplier': 0.125,
+    'model.conv_impl': 'conv3d',  # compiles faster on CPU than the default there, 'factorized'
+    'objective.head_hidden_dim': 32,
+    'objective.head_output_dim': 16,
+    'optim.warmup_epochs': 0.5,
+    # A gentle learning rate: the tiny network's first gradients are large (norm ~700), and at
+    # the demo's rate its state turns ill-conditioned within a few steps, so float noise (a
+    # different reduction order across processes) would grow into visibly different losses.
+    'optim.base_lr': 0.02,
+}
+CACHE_FLAGS = {
+    'jax_persistent_cache_min_compile_time_secs': 0.0,
+    'jax_persistent_cache_min_entry_size_bytes': 0,
+}
+
+
+def make_demo_data(folder: str) -> str:
+  """Writes (once per session) the demo videos the runs train on; returns the folder."""
+  from cvrl_jax.data import demo  # pylint: disable=g-import-not-at-top
+  if not glob.glob(os.path.join(folder, 'train-*.tfrecord')):
+    demo.make_demo_dataset(folder, num_train=NUM_TRAIN_VIDEOS, num_test=16, num_frames=16,
+                           canvas=32, num_train_shards=2, num_test_shards=1)
+  return folder
+
+
+def demo_config(data_dir: str, **extra: Any) -> ml_collections.ConfigDict:
+  spec = importlib.util.spec_from_file_location('demo_config', DEMO_CONFIG)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(data_dir)
+  for key, value in {**OVERRIDES, **extra}.items():
+    *parents, leaf = key.split('.')
+    node = config
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value
+  return config
+
+
+def override_flags(**extra: Any) -> list[str]:
+  return [f'--config.{k}={v}' for k, v in {**OVERRIDES, **extra}.items()]
+
+
+def enable_compile_cache(cache_dir: str) -> dict:
+  """Turns on JAX's persistent compilation cache in this process; returns the previous settings."""
+  previous = {name: getattr(jax.config, name) for name in ('jax_compilation_cache_dir', *CACHE_FLAGS)}
+  jax.config.update('jax_compilation_cache_dir', cache_dir)
+  for name, value in CACHE_FLAGS.items():
+    jax.config.update(name, value)
+  compilation_cache.reset_cache()
+  return previous
+
+
+def restore_compile_cache(previous: dict) -> None:
+  for name, value in previous.items():
+    jax.config.update(name, value)
+  compilation_cache.reset_cache()
+
+
+def subprocess_env(cache_dir: str, num_devices: int = 8) -> dict:
+  env = dict(os.environ, JAX_PLATFORMS='cpu', TF_CPP_MIN_LOG_LEVEL='2', PYTHONUNBUFFERED='1',
+             XLA_FLAGS=f'--xla_force_host_platform_device_count={num_devices}',
+             JAX_COMPILATION_CACHE_DIR=cache_dir,
+             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+             JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0')
+  env['PYTHONPATH'] = os.pathsep.join(filter(None, [REPO, env.get('PYTHONPATH')]))
+  return env
+
+
+def main_command(data_dir: str, workdir: str, *args: str, **extra: Any) -> list[str]:
+  return [sys.executable, '-m', 'cvrl_jax.main', f'--config={DEMO_CONFIG}:{data_dir}',
+          f'--workdir={workdir}', *override_flags(**extra), *args]
+
+
+_UNINTERRUPTED: dict = {}
+
+
+def uninterrupted_run(data_dir: str, workdir: str) -> dict:
+  """The reference run (NUM_STEPS steps, no interruption), done once per test session."""
+  from cvrl_jax import trainer  # pylint: disable=g-import-not-at-top
+  if data_dir not in _UNINTERRUPTED:
+    results = trainer.pretrain(demo_config(data_dir), workdir)
+    _UNINTERRUPTED[data_dir] = {'workdir': workdir, 'results': results}
+  return _UNINTERRUPTED[data_dir]
+
+
+def read_scalars(workdir: str, tag: str) -> dict[int, float]:
+  """{step: value} of one scalar from the TensorBoard event files in `workdir`."""
+  values = {}
+  for path in sorted(glob.glob(os.path.join(workdir, 'events.out.tfevents.*'))):
+    for event in tf.compat.v1.train.summary_iterator(path):
+      for value in event.summary.value:
+        if value.tag == tag:
+          values[event.step] = float(tf.make_ndarray(value.tensor))
+  return values
+
+
+def losses(workdir: str, steps: Sequence[int]) -> np.ndarray:
+  scalars = read_scalars(workdir, 'train/loss')
+  return np.array([scalars[s] for s in steps])
+
+
+def run(command: Sequence[str], env: dict, timeout: float) -> subprocess.CompletedProcess:
+  return subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True,
+                        timeout=timeout)

@@ -9,6 +9,10 @@ from cvrl_jax.objectives.base import LossOutput, Objective, ObjectiveSpec  # noq
 # name -> "module:Class", imported on demand so one method's import cost is not paid by others.
 REGISTRY: Dict[str, str] = {
     'cvrl': 'cvrl_jax.objectives.cvrl:CVRL',
+    'rho_simclr': 'cvrl_jax.objectives.rho_simclr:RhoSimCLR',
+    'rho_moco': 'cvrl_jax.objectives.rho_moco:RhoMoCo',
+    'rho_byol': 'cvrl_jax.objectives.rho_byol:RhoBYOL',
+    'rho_swav': 'cvrl_jax.objectives.rho_swav:RhoSwAV',
 }
 
 

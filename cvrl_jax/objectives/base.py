@@ -18,6 +18,7 @@ from typing import Any, Mapping, Optional, Sequence, Tuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 PyTree = Any
 Metrics = Mapping[str, jax.Array]
@@ -58,6 +59,25 @@ class Objective(abc.ABC):
 
   spec: ObjectiveSpec
   network: nn.Module  # has a sub-module named 'backbone'
+  # The run's length, for schedules inside the objective (momentum, frozen prototypes); the
+  # trainer sets it with set_training_length() before init and before tracing the step.
+  total_steps: Optional[int] = None
+  steps_per_epoch: Optional[float] = None
+
+  def set_training_length(self, total_steps: int, steps_per_epoch: float) -> None:
+    """Records the number of optimiser updates of the run and how many make one epoch."""
+    if total_steps <= 0 or steps_per_epoch <= 0:
+      raise ValueError(f'the training length must be positive, got total_steps={total_steps}, '
+                       f'steps_per_epoch={steps_per_epoch}')
+    self.total_steps = int(total_steps)
+    self.steps_per_epoch = float(steps_per_epoch)
+
+  def require_training_length(self) -> Tuple[int, float]:
+    """(total_steps, steps_per_epoch), or a clear error when the trainer has not set them."""
+    if self.total_steps is None or self.steps_per_epoch is None:
+      raise ValueError(f'{type(self).__name__} has schedules over the run: call '
+                       'objective.set_training_length(total_steps, steps_per_epoch) first.')
+    return self.total_steps, self.steps_per_epoch
 
   def init(self, rng: jax.Array, clips: jax.Array) -> Tuple[PyTree, PyTree, PyTree]:
     """Returns (params, batch_stats, aux) for clips float [B, V, T, H, W, 3]."""
@@ -76,14 +96,54 @@ class Objective(abc.ABC):
     """Loss on augmented clips float [B, V, T, H, W, 3] (B is the global batch)."""
 
   def update_aux(self, params: PyTree, aux: PyTree, step: jax.Array) -> PyTree:
-    """Called after each optimiser update with the new params (momentum encoders, ...)."""
+    """Called after each optimiser update with the new params (momentum encoders, ...).
+
+    `step` is the 0-based index of the step whose update was just applied; the returned aux is
+    what step `step + 1` uses.
+    """
     del params, step
     return aux
 
+  def aux_partition_specs(self) -> Mapping[str, PartitionSpec]:
+    """Layouts for top-level aux entries that differ from the parameters' (by key; {}: none)."""
+    return {}
+
+  def aux_shardings(self, default: PyTree, mesh: Mesh) -> PyTree:
+    """The aux layout: `default` (the parameters' rule, one sharding per leaf) with the entries
+    of aux_partition_specs() laid out as NamedSharding(mesh, spec) instead."""
+    specs = self.aux_partition_specs()
+    unknown = set(specs) - set(default)
+    if unknown:
+      raise ValueError(f'aux_partition_specs names {sorted(unknown)}, which are not in aux '
+                       f'{sorted(default)}')
+    return {k: jax.tree.map(lambda _, spec=specs[k]: NamedSharding(mesh, spec), v)
+            if k in specs else v for k, v in default.items()}
+
   def trainable_mask(self, step: jax.Array) -> Optional[PyTree]:
-    """A pytree of bools like params (False = gradient zeroed at this step), or None for all."""
+    """Bools over params (False = no update at this step), or None when everything trains.
+
+    The mask may be a prefix of params, e.g. {'prototypes': False} or a dict of top-level
+    entries; entries it leaves out train. `expand_mask(mask, params)` lays it over params.
+    """
     del step
     return None
+
+
+def expand_mask(mask: Optional[PyTree], params: PyTree) -> Optional[PyTree]:
+  """A trainable_mask (None, or a prefix of params with bool leaves) as bools exactly like params.
+
+  Top-level entries of params that a dict mask leaves out are True (trainable).
+  """
+  if mask is None:
+    return None
+  if isinstance(mask, Mapping):
+    unknown = set(mask) - set(params)
+    if unknown:
+      raise ValueError(f'trainable_mask names {sorted(unknown)}, which are not in params '
+                       f'{sorted(params)}')
+    return {k: expand_mask(mask[k], v) if k in mask else jax.tree.map(lambda _: True, v)
+            for k, v in params.items()}
+  return jax.tree.map(lambda _: mask, params)
 
 
 def merge_views(clips: jax.Array) -> jax.Array:

@@ -64,3 +64,158 @@ def cvrl_contrastive_loss(z1: jax.Array, z2: jax.Array, temperature: float = 0.1
       'contrastive_entropy': _mean_entropy(logits_ab),
   }
   return loss_a + loss_b, metrics
+
+
+# ----------------------------------------------------------------------------------------------
+# The rho-family (../shared/spec/rho-family.md). Embeddings arrive stacked per clip, [V, N, D]:
+# V = rho clips of each of N videos (the global batch). Every loss sums over queries (or clip
+# pairs) what the reference accumulates with one backward pass per query, so a step's gradient
+# has the reference's scale.
+# ----------------------------------------------------------------------------------------------
+PAIRINGS = ('adjacent', 'all')
+
+
+def clip_pairs(num_clips: int, pairing: str) -> Tuple[Tuple[int, int], ...]:
+  """Pairs of clip indices: 'adjacent' (k, k+1) as the reference, or 'all' i < j."""
+  if num_clips < 2:
+    raise ValueError(f'pairing clips needs at least 2 clips, got {num_clips}')
+  if pairing == 'adjacent':
+    return tuple((k, k + 1) for k in range(num_clips - 1))
+  if pairing == 'all':
+    return tuple((i, j) for i in range(num_clips) for j in range(i + 1, num_clips))
+  raise ValueError(f'pairing must be one of {PAIRINGS}, got {pairing!r}')
+
+
+def _check_clip_stack(name: str, x: jax.Array) -> None:
+  if x.ndim != 3 or x.shape[0] < 2:
+    raise ValueError(f'{name} must be [V, N, D] with V >= 2 clips, got shape {x.shape}')
+
+
+def rho_simclr_loss(z: jax.Array, temperature: float = 0.1, pairing: str = 'adjacent'
+                    ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+  """SimCLR's NT-Xent summed over clip pairs.
+
+  For a pair (i, j) the 2N embeddings of clips i and j are each a query once; a query's positive
+  is the other clip of its video and its negatives are the other 2N - 2 embeddings (the global
+  batch). The pair loss is the mean over the 2N queries, i.e. half of `cvrl_contrastive_loss`.
+  """
+  _check_clip_stack('z', z)
+  pair_losses, accuracies = [], []
+  for i, j in clip_pairs(z.shape[0], pairing):
+    loss_ij, metrics = cvrl_contrastive_loss(z[i], z[j], temperature)
+    pair_losses.append(0.5 * loss_ij)
+    accuracies.append(metrics['contrastive_accuracy'])
+  return sum(pair_losses), {'contrastive_accuracy': jnp.mean(jnp.stack(accuracies))}
+
+
+def rho_moco_loss(queries: jax.Array, keys: jax.Array, queue: jax.Array, temperature: float = 0.1
+                  ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+  """MoCo's InfoNCE with rho clips: every clip is a query once, every other clip a positive key.
+
+  Args:
+    queries: [V, N, D] online projections.
+    keys: [V, N, D] momentum-encoder projections (gradients are stopped here).
+    queue: [K, D] L2-normalised keys of earlier steps, the negatives.
+    temperature: tau.
+
+  Returns:
+    sum over query clips i of the mean over key clips j != i and videos n of
+    -log softmax([q_in . k_jn, q_in . queue] / tau)[0], and metrics: moco_accuracy (the positive
+    beats every queue entry).
+  """
+  _check_clip_stack('queries', queries)
+  if keys.shape != queries.shape:
+    raise ValueError(f'keys must match queries {queries.shape}, got {keys.shape}')
+  num_clips = queries.shape[0]
+  q = l2_normalize(queries.astype(jnp.float32))
+  k = jax.lax.stop_gradient(l2_normalize(keys.astype(jnp.float32)))
+  negatives = jnp.einsum('vnd,kd->vnk', q, jax.lax.stop_gradient(queue.astype(jnp.float32)))
+  negatives = negatives / temperature
+  # positives[i, j, n] = q_in . k_jn / tau
+  positives = jnp.einsum('ind,jnd->ijn', q, k) / temperature
+  negative_lse = jax.nn.logsumexp(negatives, axis=-1)  # [V, N]
+  # -log(e^pos / (e^pos + sum e^neg)) = logaddexp(pos, lse_neg) - pos
+  row_losses = jnp.logaddexp(positives, negative_lse[:, None, :]) - positives  # [V, V, N]
+  off_diagonal = 1.0 - jnp.eye(num_clips, dtype=jnp.float32)
+  per_query = jnp.sum(jnp.mean(row_losses, axis=-1) * off_diagonal, axis=1) / (num_clips - 1)
+  hits = positives > jnp.max(negatives, axis=-1)[:, None, :]
+  accuracy = jnp.sum(jnp.mean(hits, axis=-1) * off_diagonal) / (num_clips * (num_clips - 1))
+  return jnp.sum(per_query), {'moco_accuracy': accuracy}
+
+
+def rho_byol_loss(predictions: jax.Array, targets: jax.Array, temperature: float = 0.5
+                  ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+  """BYOL's regression over rho clips: -cos(p_i, z_j) / tau for query clip i and target clip j != i.
+
+  With tau = 0.5 this is -2 cos, which differs from BYOL's ||p - z||^2 = 2 - 2 cos (unit vectors)
+  only by a constant: same gradients.
+
+  Returns:
+    sum over query clips i of the mean over j != i and videos of -cos(p_in, z_jn) / tau, and
+    metrics: byol_cosine (the mean cosine over those pairs).
+  """
+  _check_clip_stack('predictions', predictions)
+  if targets.shape != predictions.shape:
+    raise ValueError(f'targets must match predictions {predictions.shape}, got {targets.shape}')
+  num_clips = predictions.shape[0]
+  p = l2_normalize(predictions.astype(jnp.float32))
+  z = jax.lax.stop_gradient(l2_normalize(targets.astype(jnp.float32)))
+  cosines = jnp.mean(jnp.einsum('ind,jnd->ijn', p, z), axis=-1)  # [V, V]
+  off_diagonal = 1.0 - jnp.eye(num_clips, dtype=jnp.float32)
+  mean_cosine = jnp.sum(cosines * off_diagonal) / (num_clips * (num_clips - 1))
+  loss = -jnp.sum(cosines * off_diagonal) / ((num_clips - 1) * temperature)
+  return loss, {'byol_cosine': mean_cosine}
+
+
+def sinkhorn_knopp(scores: jax.Array, epsilon: float = 0.05, num_iters: int = 3) -> jax.Array:
+  """SwAV's equipartitioned soft assignments ("codes") of N samples to K prototypes.
+
+  Q = exp(scores / epsilon), scaled to sum to 1, then `num_iters` times: each prototype's total
+  mass (sum over samples) set to 1/K, then each sample's mass set to 1/N. Finally every sample's
+  row is renormalised to sum to 1 (a distribution over prototypes). N is the global batch: on a
+  sharded array the sums span every replica.
+
+  Args:
+    scores: [N, K] similarities of L2-normalised embeddings to normalised prototypes.
+
+  Returns:
+    [N, K] float32 codes without gradient, rows summing to 1.
+  """
+  if scores.ndim != 2:
+    raise ValueError(f'scores must be [N, K], got shape {scores.shape}')
+  scores = jax.lax.stop_gradient(scores.astype(jnp.float32))
+  num_samples, num_prototypes = scores.shape
+  # The global max cancels in the first normalisation; it keeps exp() finite.
+  q = jnp.exp((scores - jnp.max(scores)) / epsilon)
+  q = q / jnp.sum(q)
+  for _ in range(num_iters):
+    q = q / (jnp.sum(q, axis=0, keepdims=True) * num_prototypes)
+    q = q / (jnp.sum(q, axis=1, keepdims=True) * num_samples)
+  return q / jnp.sum(q, axis=1, keepdims=True)
+
+
+def swav_loss(scores: jax.Array, temperature: float = 0.1, pairing: str = 'adjacent',
+              epsilon: float = 0.05, num_iters: int = 3) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+  """SwAV's swapped prediction summed over clip pairs.
+
+  Each clip's codes come from Sinkhorn-Knopp over the global batch. For a pair (i, j) the loss is
+  the mean of CE(codes_i, softmax(scores_j / tau)) and CE(codes_j, softmax(scores_i / tau)),
+  averaged over videos.
+
+  Args:
+    scores: [V, N, K] normalised embeddings times normalised prototypes.
+
+  Returns:
+    the loss and metrics: swav_prototypes_used (fraction of prototypes that are some sample's
+    most likely code, a collapse indicator).
+  """
+  _check_clip_stack('scores', scores)
+  scores = scores.astype(jnp.float32)
+  codes = jnp.stack([sinkhorn_knopp(s, epsilon, num_iters) for s in scores])
+  log_probs = jax.nn.log_softmax(scores / temperature, axis=-1)
+  cross_entropy = lambda q, logp: -jnp.mean(jnp.sum(q * logp, axis=-1))
+  loss = sum(0.5 * (cross_entropy(codes[i], log_probs[j]) + cross_entropy(codes[j], log_probs[i]))
+             for i, j in clip_pairs(scores.shape[0], pairing))
+  assigned = jnp.zeros(scores.shape[-1]).at[jnp.argmax(codes, axis=-1).reshape(-1)].set(1.0)
+  used = jnp.mean(assigned)
+  return loss, {'swav_prototypes_used': used}

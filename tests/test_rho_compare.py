@@ -1,0 +1,51 @@
+"""The comparison command's set-up: equal budgets, one evaluation recipe, the table, stale runs.
+
+(Running it is minutes per method: BENCHMARKS.md records a run; nothing here trains.)
+"""
+import json
+import os
+
+import pytest
+
+from cvrl_jax import compare
+
+
+def test_every_method_gets_the_same_budget_data_and_evaluation():
+  configs = {m: compare.pretrain_config(m, '/data', rho=3, epochs=4, steps=0, seed=7)
+             for m in compare.METHODS}
+  cvrl = configs['cvrl']
+  assert cvrl.objective.name == 'cvrl'
+  for method, config in configs.items():
+    for key in ('batch_size', 'num_epochs', 'num_train_steps', 'seed', 'data', 'model', 'mesh'):
+      assert config[key] == cvrl[key], (method, key)
+    assert (config.num_epochs, config.seed) == (4, 7)
+    if method != 'cvrl':
+      assert (config.objective.name, config.objective.rho) == (method, 3)
+  evals = [compare.eval_config(configs[m], 'knn_eval', f'/runs/{m}', 10) for m in compare.METHODS]
+  for e in evals:
+    assert e.init_checkpoint.startswith('/runs/') and e.job == 'knn_eval'
+    for key in ('optim', 'eval', 'num_epochs', 'batch_size', 'data'):
+      assert e[key] == evals[0][key], key
+  recipe = evals[0]
+  assert (recipe.optim.base_lr, recipe.optim.weight_decay, recipe.num_epochs) == (32.0, 0.0, 10)
+  with pytest.raises(ValueError, match='unknown method'):
+    compare.pretrain_config('simsiam', '/data', rho=2, epochs=1, steps=0, seed=0)
+
+
+def test_table_and_stale_workdir(tmp_path):
+  runs = [{'method': 'ρMoCo', 'rho': 2, 'linear_eval': v, 'knn_eval': 0.3, 'steps_per_sec': 1.234}
+          for v in (0.40, 0.44, 0.48)]
+  rows = [compare.summarize(runs),
+          compare.summarize([{'method': 'random init', 'rho': None, 'linear_eval': 0.1,
+                              'knn_eval': 0.125, 'steps_per_sec': None}])]
+  assert rows[0]['linear_eval'] == [0.40, 0.44, 0.48]
+  assert compare.format_table(rows).splitlines() == [
+      '| method | ρ | linear top-1 | kNN top-1 | steps/s |', '|---|---|---|---|---|',
+      '| ρMoCo | 2 | 44.0 ± 4.0 | 30.0 ± 0.0 | 1.23 ± 0.00 |',  # sample standard deviation
+      '| random init | — | 10.0 | 12.5 | — |']
+  config = compare.pretrain_config('rho_moco', '/data', rho=2, epochs=2, steps=0, seed=0)
+  compare._check_same_run(config, str(tmp_path))  # nothing there yet
+  with open(os.path.join(tmp_path, 'config.json'), 'w') as f:
+    json.dump(dict(config.to_dict(), num_epochs=5), f)
+  with pytest.raises(ValueError, match='another num_epochs'):
+    compare._check_same_run(config, str(tmp_path))

@@ -1,0 +1,119 @@
+"""Batched inference over a whole split: jit over the mesh, the batch sharded, padding dropped.
+
+The evaluation pipelines (cvrl_jax.data.pipeline.make_eval_iterator with num_epochs=1) yield
+every example of a split exactly once across hosts, padding the last global batch with rows whose
+'mask' is False. `run_inference` turns each host batch into one global array, runs a jitted
+function on it, gathers the (small) per-example outputs to every host and keeps the real rows.
+"""
+import collections
+import functools
+import math
+import time
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional
+
+from absl import logging
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+from jax.sharding import Mesh
+
+from cvrl_jax import augment
+from cvrl_jax import sharding
+from cvrl_jax.data import pipeline
+
+PyTree = Any
+Batch = Mapping[str, np.ndarray]
+PER_EXAMPLE_KEYS = ('video', 'label', 'key', 'mask')
+EVAL_MODES = ('train_clip', 'test_views', 'center_clip')
+
+
+def backbone_features(backbone: nn.Module, variables: PyTree, video: jax.Array) -> jax.Array:
+  """uint8 video [B, V, T, H, W, 3] -> float32 features [B, V, C], BN in inference mode."""
+  b, v = video.shape[:2]
+  clips = augment.to_float(video.reshape((b * v,) + video.shape[2:]))
+  features = backbone.apply(variables, clips, train=False)
+  return features.reshape(b, v, -1).astype(np.float32)
+
+
+class Inference:
+  """A jitted `predict(variables, global_batch) -> {name: [B, ...]}` run over whole splits.
+
+  Built once and reused (an online monitor calls it many times: one compilation). `run` returns
+  the outputs' rows of real examples (mask True) concatenated over batches, plus 'label'. The
+  next batch is dispatched before the previous one's outputs are fetched, so the host's input
+  work overlaps the devices' compute.
+  """
+
+  def __init__(self, predict: Callable[[PyTree, Dict[str, jax.Array]], Dict[str, jax.Array]],
+               mesh: Mesh):
+    self.mesh = mesh
+
+    def with_labels(variables, batch):
+      out = dict(predict(variables, batch))
+      out.update(label=batch['label'], mask=batch['mask'])
+      return out
+
+    # Outputs are small per example: replicate them so every host reads all of them.
+    self._jitted = jax.jit(with_labels, out_shardings=sharding.replicated(mesh))
+
+  def run(self, variables: PyTree, batches: Iterable[Batch], *, name: str = 'inference',
+          max_batches: int = 0, log_every_seconds: float = 30.0) -> Dict[str, np.ndarray]:
+    outputs = collections.defaultdict(list)
+    start = last_log = time.time()
+    count = 0
+
+    def collect(out):
+      nonlocal count
+      out = jax.device_get(out)
+      keep = np.asarray(out.pop('mask'), bool)
+      for key, value in out.items():
+        outputs[key].append(np.asarray(value)[keep])
+      count += int(keep.sum())
+
+    pending = None
+    for index, host_batch in enumerate(batches):
+      if max_batches and index >= max_batches:
+        break
+      batch = sharding.host_to_global(
+          {k: host_batch[k] for k in PER_EXAMPLE_KEYS if k in host_batch}, self.mesh)
+      out = self._jitted(variables, batch)
+      if pending is not None:
+        collect(pending)
+      pending = out
+      if time.time() - last_log > log_every_seconds:
+        last_log = time.time()
+        logging.info('%s: %d videos done (%.1f videos/s)', name, count, count / (last_log - start))
+    if pending is not None:
+      collect(pending)
+    if not outputs:
+      raise ValueError(f'{name}: the input gave no batches (is the split empty?).')
+    logging.info('%s: %d videos in %.1f s', name, count, time.time() - start)
+    return {key: np.concatenate(parts) for key, parts in outputs.items()}
+
+
+def eval_batches(config: ml_collections.ConfigDict, mesh: Mesh, *, split: str, mode: str,
+                 batch_size: Optional[int] = None) -> Iterable[Batch]:
+  """One pass over a split (each video once across hosts) in one of the evaluation modes."""
+  if mode not in EVAL_MODES:
+    raise ValueError(f'evaluation clip mode must be one of {EVAL_MODES}, got {mode!r}.')
+  batch_size = batch_size or config.eval.batch_size
+  sharding.check_batch_size(batch_size, mesh, 'config.eval.batch_size')
+  return pipeline.make_eval_iterator(config.data, split=split, mode=mode,
+                                     global_batch_size=batch_size, seed=config.seed, num_epochs=1)
+
+
+def max_batches_for(max_examples: int, batch_size: int) -> int:
+  """Batches that cover `max_examples` videos (0 = no limit)."""
+  return math.ceil(max_examples / batch_size) if max_examples else 0
+
+
+@functools.lru_cache(maxsize=None)
+def feature_inference(backbone: nn.Module, mesh: Mesh) -> Inference:
+  """Inference giving {'features': float32 [B, C]}, the backbone's features averaged over views.
+
+  One per (architecture, mesh) in a process, so jobs run one after another (the demo, a kNN
+  monitor) reuse its compilations: Flax modules compare and hash by their attributes."""
+  def predict(variables, batch):
+    return {'features': backbone_features(backbone, variables, batch['video']).mean(axis=1)}
+  return Inference(predict, mesh)

@@ -1,0 +1,181 @@
+"""The linear_eval job: a linear classifier on the frozen encoder's L2-normalised features.
+
+Recipe (../shared/spec/cvrl.md "Evaluation"): the backbone is frozen with BatchNorm in inference
+mode; its feature is L2-normalised and fed to Dense(num_classes); SGD momentum 0.9, LR 32 at batch
+1024 (linear scaling), warmup then cosine, no weight decay (the linear configs set these). Training
+clips: one random clip per video with the host's random resized crop ('train_clip' mode) and a
+random flip on the device. Test: softmax averaged over 10 temporal x 3 spatial views.
+
+config.eval.linear_cached_features=True is the faster variant: centre-clip features of the train
+split are computed once and the classifier trains on them (no training augmentation); its results
+are named 'linear_cached_features/...' so they are never mistaken for the recipe's 'linear/...'.
+"""
+from typing import Any, Callable, Dict, Iterator, Tuple
+
+from absl import logging
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.sharding import Mesh
+
+from cvrl_jax import augment
+from cvrl_jax import models
+from cvrl_jax import sharding
+from cvrl_jax import trainer
+from cvrl_jax.data import pipeline
+from cvrl_jax.evaluate import common
+from cvrl_jax.evaluate import features
+
+PyTree = Any
+TRAIN_POLICY = 'flip_only'
+
+
+def make_probe(num_classes: int) -> models.LinearClassifier:
+  return models.LinearClassifier(num_classes=num_classes, l2_normalize=True)
+
+
+def head_update(probe: nn.Module, tx: optax.GradientTransformation, schedule: optax.Schedule,
+                state: trainer.TrainState, feats: jax.Array, labels: jax.Array, mask: jax.Array
+                ) -> Tuple[trainer.TrainState, Dict[str, jax.Array]]:
+  """One SGD step of the classifier on features [B, C] (rows with mask False carry no weight)."""
+  weight = mask.astype(jnp.float32)
+  count = jnp.maximum(jnp.sum(weight), 1.0)
+
+  def loss_fn(params):
+    logits = probe.apply({'params': params}, feats)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    return jnp.sum(loss * weight) / count, logits
+
+  (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  correct = (jnp.argmax(logits, -1) == labels) * weight
+  metrics = {'loss': loss, 'train_top1': jnp.sum(correct) / count,
+             'learning_rate': schedule(state.step)}
+  new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                            opt_state=opt_state)
+  return new_state, metrics
+
+
+def init_probe_state(probe: nn.Module, num_features: int, config: ml_collections.ConfigDict,
+                     num_train_examples: int, mesh: Mesh
+                     ) -> Tuple[trainer.TrainState, optax.GradientTransformation, optax.Schedule,
+                                int]:
+  rng = jax.random.fold_in(jax.random.key(config.seed), 2)
+  params = jax.jit(lambda r: probe.init(r, jnp.zeros((1, num_features)))['params'],
+                   out_shardings=sharding.replicated(mesh))(rng)
+  schedule, tx, num_steps = common.schedule_and_optimizer(config, num_train_examples, params)
+  opt_state = jax.jit(tx.init, out_shardings=sharding.replicated(mesh))(params)
+  state = trainer.TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats={}, aux={},
+                             opt_state=opt_state)
+  return state, tx, schedule, num_steps
+
+
+def probe_logits_fn(backbone: nn.Module, probe: nn.Module
+                    ) -> Callable[[PyTree, jax.Array], jax.Array]:
+  """variables {'encoder', 'probe'}, video uint8 [B, V, ...] -> logits [B, V, classes]."""
+  def logits_fn(variables, video):
+    feats = features.backbone_features(backbone, variables['encoder'], video)
+    return probe.apply({'params': variables['probe']}, feats)
+  return logits_fn
+
+
+# ------------------------------------------------------------------------------------------------
+# The recipe: features of augmented clips every step.
+# ------------------------------------------------------------------------------------------------
+def train_on_clips(backbone: nn.Module, encoder: PyTree, probe: nn.Module,
+                   config: ml_collections.ConfigDict, mesh: Mesh, workdir: str
+                   ) -> Tuple[PyTree, Dict[str, float]]:
+  num_train = pipeline.num_examples(config.data, 'train')
+  state, tx, schedule, num_steps = init_probe_state(probe, backbone.num_features, config, num_train,
+                                                    mesh)
+  base_key = jax.random.fold_in(jax.random.key(config.seed), 3)
+
+  def step_fn(state, encoder, batch):
+    keys = augment.example_keys(base_key, batch['key'])
+    clips = augment.augment_batch(keys, batch['video'], (TRAIN_POLICY,))[:, 0]
+    feats = jax.lax.stop_gradient(backbone.apply(encoder, clips, train=False))
+    return head_update(probe, tx, schedule, state, feats, batch['label'], batch['mask'])
+
+  jitted = jax.jit(step_fn, donate_argnums=0)
+  host_batches = pipeline.make_eval_iterator(
+      config.data, split='train', mode='train_clip', global_batch_size=config.batch_size,
+      seed=config.seed, num_epochs=None)
+  batches = (sharding.host_to_global({k: b[k] for k in features.PER_EXAMPLE_KEYS if k in b}, mesh)
+             for b in host_batches)
+  logging.info('Linear probe: %d steps of %d clips on %d training videos.', num_steps,
+               config.batch_size, num_train)
+  state, metrics = common.train_loop(
+      lambda s, b: jitted(s, encoder, b), state, batches, num_steps,
+      writer=common.metric_writer(workdir), log_every_steps=config.log_every_steps,
+      examples_per_step=config.batch_size, name='linear_eval')
+  return state.params, metrics
+
+
+# ------------------------------------------------------------------------------------------------
+# The faster variant: cached centre-clip features.
+# ------------------------------------------------------------------------------------------------
+def epoch_permutations(num_examples: int, batch_size: int, seed: int) -> Iterator[np.ndarray]:
+  """Batches of indices: a fresh permutation of the examples every epoch, batches across epochs."""
+  rng = np.random.default_rng(seed)
+  pending = np.zeros((0,), np.int32)
+  while True:
+    while len(pending) < batch_size:
+      pending = np.concatenate([pending, rng.permutation(num_examples).astype(np.int32)])
+    yield pending[:batch_size]
+    pending = pending[batch_size:]
+
+
+def train_on_cached_features(backbone: nn.Module, encoder: PyTree, probe: nn.Module,
+                             config: ml_collections.ConfigDict, mesh: Mesh, workdir: str
+                             ) -> Tuple[PyTree, Dict[str, float]]:
+  train = features.feature_inference(backbone, mesh).run(
+      encoder, features.eval_batches(config, mesh, split='train', mode='center_clip'),
+      name='train features (center_clip)')
+  num_train = len(train['label'])
+  bank = jax.device_put(train['features'], sharding.replicated(mesh))
+  bank_labels = jax.device_put(train['label'].astype(np.int32), sharding.replicated(mesh))
+  state, tx, schedule, num_steps = init_probe_state(probe, bank.shape[1], config, num_train, mesh)
+  sharding.check_batch_size(config.batch_size, mesh)
+
+  def step_fn(state, bank, bank_labels, indices):
+    return head_update(probe, tx, schedule, state, bank[indices], bank_labels[indices],
+                       jnp.ones(indices.shape, bool))
+
+  jitted = jax.jit(step_fn, donate_argnums=0)
+  batch_sharding = sharding.batch_sharding(mesh)
+  batches = (jax.device_put(i, batch_sharding)
+             for i in epoch_permutations(num_train, config.batch_size, config.seed))
+  logging.info('Linear probe on cached features: %d steps of %d on %d training videos.',
+               num_steps, config.batch_size, num_train)
+  state, metrics = common.train_loop(
+      lambda s, i: jitted(s, bank, bank_labels, i), state, batches, num_steps,
+      writer=common.metric_writer(workdir),
+      log_every_steps=config.log_every_steps, examples_per_step=config.batch_size,
+      name='linear_eval (cached features)')
+  return state.params, metrics
+
+
+# ------------------------------------------------------------------------------------------------
+# The job.
+# ------------------------------------------------------------------------------------------------
+def linear_eval(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
+  """Trains the linear classifier on config.init_checkpoint's frozen encoder, then tests it."""
+  mesh = common.start_job(config, workdir)
+  backbone, encoder, _ = common.load_encoder(config, mesh)
+  probe = make_probe(config.data.num_classes)
+  if config.eval.linear_cached_features:
+    prefix, train = 'linear_cached_features', train_on_cached_features
+  else:
+    prefix, train = 'linear', train_on_clips
+  probe_params, train_metrics = train(backbone, encoder, probe, config, mesh, workdir)
+  evaluator = common.ClassifierEvaluator(probe_logits_fn(backbone, probe), config, mesh,
+                                         prefix=prefix)
+  results = dict(evaluator.run({'encoder': encoder, 'probe': probe_params}))
+  results[f'{prefix}/train_loss'] = train_metrics['loss']
+  results[f'{prefix}/train_top1'] = train_metrics['train_top1']
+  common.log_results(config.job, results)
+  common.write_results(workdir, results)
+  return results

@@ -1,0 +1,299 @@
+"""Backbone-only checkpoints: export the encoder of a pretraining run, load it anywhere.
+
+    python -m cvrl_jax.export --workdir=DIR --output=PATH [--step=N]
+
+An exported backbone is a directory:
+  PATH/variables/           Orbax checkpoint of {'params': ..., 'batch_stats': ...} of the encoder
+  PATH/backbone.json        {'format': ..., 'model': config.model as a dict, 'source': {...}}
+The JSON is written last, so a directory that has it is complete. Loading needs neither the
+training state nor the optimiser: `load_backbone(PATH)` rebuilds the module from the JSON and
+restores the variables. `load_backbone` also accepts a pretraining workdir (it then reads the
+encoder out of the latest training checkpoint, WORKDIR/checkpoints/<step>/state, and the model
+config out of WORKDIR/config.json), so evaluation jobs take either as `config.init_checkpoint`.
+"""
+import functools
+import json
+import os
+from typing import Any, Mapping, Optional, Tuple
+
+from absl import app
+from absl import flags
+from absl import logging
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import orbax.checkpoint as ocp
+from etils import epath
+from jax.sharding import Mesh
+
+from cvrl_jax import config_lib
+from cvrl_jax import models
+from cvrl_jax import sharding
+
+PyTree = Any
+FORMAT = 'cvrl_jax.backbone/1'
+METADATA_FILE = 'backbone.json'
+VARIABLES_DIR = 'variables'
+# Pretraining workdir layout (cvrl_jax.trainer).
+WORKDIR_CONFIG = 'config.json'
+WORKDIR_CHECKPOINTS = 'checkpoints'
+STATE_ITEM = 'state'
+COLLECTIONS = ('params', 'batch_stats')
+# Parameter shapes do not depend on the clip size: a small dummy clip builds them.
+DUMMY_CLIP_SHAPE = (1, 4, 32, 32, 3)
+# config.model keys that define the network's parameters or its function; the others (dtype,
+# remat, conv_impl, BN momentum) only change how it is computed or trained.
+ARCHITECTURE_KEYS = ('depth', 'width_multiplier', 'stem_temporal_kernel', 'stem_temporal_stride',
+                     'bn_epsilon')
+
+
+# ------------------------------------------------------------------------------------------------
+# Model config <-> JSON.
+# ------------------------------------------------------------------------------------------------
+def model_config_from_dict(values: Mapping[str, Any], source: str) -> ml_collections.ConfigDict:
+  """config.model defaults overridden by `values` (an older export, lacking newer keys, loads)."""
+  cfg = config_lib.model_config()
+  for key, value in values.items():
+    if key not in cfg:
+      raise ValueError(f'{source}: model config key {key!r} is unknown to this cvrl_jax version.')
+    cfg[key] = value
+  return cfg
+
+
+def describe(model_cfg: ml_collections.ConfigDict) -> str:
+  return f'R3D-{model_cfg.depth} (width {model_cfg.width_multiplier:g})'
+
+
+def check_compatible(checkpoint_cfg: ml_collections.ConfigDict,
+                     wanted_cfg: ml_collections.ConfigDict, path: str) -> None:
+  """Raises a one-sentence ValueError when the checkpoint's architecture is not the config's."""
+  diffs = [f'{key} {checkpoint_cfg[key]!r} vs {wanted_cfg[key]!r}' for key in ARCHITECTURE_KEYS
+           if checkpoint_cfg[key] != wanted_cfg[key]]
+  if diffs:
+    raise ValueError(
+        f'init_checkpoint {path} holds an {describe(checkpoint_cfg)} backbone but config.model '
+        f'asks for an {describe(wanted_cfg)} one ({", ".join(diffs)}); set config.model to match '
+        f'the pretraining run or use a matching checkpoint.')
+
+
+def with_compute_settings(checkpoint_cfg: ml_collections.ConfigDict,
+                          wanted_cfg: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The checkpoint's architecture with the job's compute settings (dtype, remat, conv_impl)."""
+  cfg = ml_collections.ConfigDict(wanted_cfg.to_dict())
+  for key in ARCHITECTURE_KEYS:
+    cfg[key] = checkpoint_cfg[key]
+  return cfg
+
+
+# ------------------------------------------------------------------------------------------------
+# Abstract variables and checks.
+# ------------------------------------------------------------------------------------------------
+def abstract_variables(backbone: nn.Module, leaf_sharding: jax.sharding.Sharding) -> PyTree:
+  """{'params', 'batch_stats'} of `backbone` as ShapeDtypeStructs placed on `leaf_sharding`."""
+  dummy = jnp.zeros(DUMMY_CLIP_SHAPE, jnp.float32)
+  shapes = jax.eval_shape(lambda: backbone.init(jax.random.key(0), dummy, train=False))
+  shapes = {name: shapes.get(name, {}) for name in COLLECTIONS}
+  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=leaf_sharding),
+                      shapes)
+
+
+def _flat_shapes(tree: PyTree) -> dict[str, Tuple[int, ...]]:
+  flat = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {jax.tree_util.keystr(path): tuple(leaf.shape) for path, leaf in flat}
+
+
+def check_shapes(stored: PyTree, expected: PyTree, path: str, model_cfg) -> None:
+  """Compares a checkpoint's array shapes with the ones the model config builds."""
+  stored_shapes, expected_shapes = _flat_shapes(stored), _flat_shapes(expected)
+  for name, shape in expected_shapes.items():
+    if name not in stored_shapes:
+      raise ValueError(f'{path} does not hold the weights of an {describe(model_cfg)} backbone '
+                       f'(no {name}); it was written for another architecture or is incomplete.')
+    if stored_shapes[name] != shape:
+      raise ValueError(f'{path} does not hold the weights of an {describe(model_cfg)} backbone: '
+                       f'{name} has shape {stored_shapes[name]}, expected {shape}.')
+  extra = sorted(set(stored_shapes) - set(expected_shapes))
+  if extra:
+    raise ValueError(f'{path} holds weights that an {describe(model_cfg)} backbone does not have '
+                     f'({extra[0]}, ...); it was written for another architecture.')
+
+
+# ------------------------------------------------------------------------------------------------
+# Export.
+# ------------------------------------------------------------------------------------------------
+def export_backbone(output: str, variables: Mapping[str, PyTree],
+                    model_cfg: ml_collections.ConfigDict, source: Optional[Mapping[str, Any]] = None
+                    ) -> str:
+  """Writes {'params', 'batch_stats'} of an encoder and its config.model to `output`.
+
+  Collective in multi-process runs (every process calls it; the arrays may be sharded). An
+  existing export at `output` is replaced. Returns the absolute output path.
+  """
+  out = epath.Path(output).absolute() if '://' not in output else epath.Path(output)
+  tree = {name: variables.get(name, {}) for name in COLLECTIONS}
+  metadata_file = out / METADATA_FILE
+  if jax.process_index() == 0 and metadata_file.exists():
+    metadata_file.unlink()  # the export is incomplete until the new JSON is written
+  checkpointer = ocp.StandardCheckpointer()
+  checkpointer.save(out / VARIABLES_DIR, tree, force=True)
+  checkpointer.wait_until_finished()
+  checkpointer.close()
+  if jax.process_index() == 0:
+    metadata = {'format': FORMAT, 'model': model_cfg.to_dict(), 'source': dict(source or {})}
+    metadata_file.write_text(json.dumps(metadata, indent=2, sort_keys=True))
+  logging.info('Exported the %s backbone to %s.', describe(model_cfg), out)
+  return os.fspath(out)
+
+
+def export_workdir(workdir: str, output: str, step: Optional[int] = None) -> str:
+  """Exports the encoder of a pretraining workdir's checkpoint (the latest unless `step`)."""
+  backbone, variables, model_cfg = load_backbone(workdir, step=step)
+  del backbone
+  return export_backbone(output, variables, model_cfg,
+                         source={'workdir': os.path.abspath(workdir),
+                                 'step': _step_of(workdir, step)})
+
+
+# ------------------------------------------------------------------------------------------------
+# Load.
+# ------------------------------------------------------------------------------------------------
+def is_export(path: str) -> bool:
+  return (epath.Path(path) / METADATA_FILE).exists()
+
+
+def is_workdir(path: str) -> bool:
+  p = epath.Path(path)
+  return (p / WORKDIR_CHECKPOINTS).is_dir() and (p / WORKDIR_CONFIG).exists()
+
+
+def _read_json(path: epath.Path) -> dict:
+  try:
+    return json.loads(path.read_text())
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise ValueError(f'{path} is not valid JSON ({e}).') from e
+
+
+def _checkpoint_manager(workdir: str) -> ocp.CheckpointManager:
+  directory = epath.Path(workdir) / WORKDIR_CHECKPOINTS
+  options = ocp.CheckpointManagerOptions(read_only=True, create=False, save_interval_steps=0)
+  return ocp.CheckpointManager(directory, options=options)
+
+
+def _step_of(workdir: str, step: Optional[int]) -> int:
+  manager = _checkpoint_manager(workdir)
+  steps = manager.all_steps()
+  manager.close()
+  if not steps:
+    raise FileNotFoundError(f'The pretraining workdir {workdir} has no finished checkpoint yet.')
+  if step is None:
+    return max(steps)
+  if step not in steps:
+    raise FileNotFoundError(f'The pretraining workdir {workdir} has no checkpoint at step {step} '
+                            f'(it has {sorted(steps)}).')
+  return step
+
+
+def _restore(directory: epath.Path, target: PyTree, model_cfg: ml_collections.ConfigDict,
+             prefix: Optional[str], path: str) -> PyTree:
+  """Restores `target` (abstract {'params', 'batch_stats'}) from an Orbax PyTree directory; with
+  `prefix` (a training state) collection c is read from tree[c][prefix], the rest is skipped."""
+  checkpointer = ocp.PyTreeCheckpointer()
+  try:
+    stored = checkpointer.metadata(directory).item_metadata.tree
+  except (FileNotFoundError, ValueError, OSError) as e:
+    raise FileNotFoundError(f'{path}: cannot read the checkpoint in {directory} ({e}).') from e
+  wanted = [c for c in COLLECTIONS if target[c]]
+  inside = lambda tree: tree[prefix] if prefix else tree
+  try:
+    stored = {c: inside(stored[c]) for c in wanted}
+  except KeyError as e:
+    raise ValueError(f'{path} has no {e} weights for the backbone; it is not a checkpoint written '
+                     'by cvrl_jax (every objective names its encoder "backbone").') from e
+  check_shapes(stored, {c: target[c] for c in wanted}, path, model_cfg)
+  item = {c: {prefix: target[c]} if prefix else target[c] for c in wanted}
+  restored = checkpointer.restore(directory, args=ocp.args.PyTreeRestore(
+      item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+      partial_restore=True))
+  checkpointer.close()
+  return {c: inside(restored[c]) if c in wanted else {} for c in COLLECTIONS}
+
+
+def load_backbone(path: str, *, mesh: Optional[Mesh] = None, step: Optional[int] = None
+                  ) -> Tuple[nn.Module, PyTree, ml_collections.ConfigDict]:
+  """(backbone module, {'params', 'batch_stats'}, config.model) from an export or a pretraining
+  workdir (its latest checkpoint, or `step`). Arrays are replicated over `mesh` if given, else on
+  the default device. Missing or mismatched files raise one clear sentence naming `path`."""
+  if not path:
+    raise ValueError('No checkpoint path given.')
+  leaf_sharding = (sharding.replicated(mesh) if mesh is not None
+                   else jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+  if is_export(path):
+    metadata = _read_json(epath.Path(path) / METADATA_FILE)
+    if metadata.get('format') != FORMAT:
+      raise ValueError(f'{path} is an export of format {metadata.get("format")!r}; this version '
+                       f'of cvrl_jax reads {FORMAT!r}.')
+    model_cfg = model_config_from_dict(metadata['model'], path)
+    directory, prefix = epath.Path(path) / VARIABLES_DIR, None
+  elif is_workdir(path):
+    run_config = _read_json(epath.Path(path) / WORKDIR_CONFIG)
+    if 'model' not in run_config:
+      raise ValueError(f'{path}/{WORKDIR_CONFIG} has no "model" section.')
+    model_cfg = model_config_from_dict(run_config['model'], f'{path}/{WORKDIR_CONFIG}')
+    directory = epath.Path(path) / WORKDIR_CHECKPOINTS / str(_step_of(path, step)) / STATE_ITEM
+    prefix = 'backbone'
+  else:
+    raise FileNotFoundError(
+        f'{path} is neither an exported backbone (no {METADATA_FILE}) nor a pretraining workdir '
+        f'(no {WORKDIR_CHECKPOINTS}/ and {WORKDIR_CONFIG}).')
+  backbone = models.build_backbone(model_cfg)
+  target = abstract_variables(backbone, leaf_sharding)
+  variables = _restore(directory, target, model_cfg, prefix, path)
+  return backbone, variables, model_cfg
+
+
+def load_for_config(init_checkpoint: str, model_cfg: ml_collections.ConfigDict, mesh: Mesh,
+                    rng: jax.Array) -> Tuple[nn.Module, PyTree, ml_collections.ConfigDict, str]:
+  """The encoder an evaluation job starts from: `init_checkpoint`, checked against config.model,
+  or a random initialisation of config.model when it is empty. Returns (module, variables,
+  model config, description of the source)."""
+  if init_checkpoint:
+    _, variables, ckpt_cfg = load_backbone(init_checkpoint, mesh=mesh)
+    check_compatible(ckpt_cfg, model_cfg, init_checkpoint)
+    model_cfg = with_compute_settings(ckpt_cfg, model_cfg)
+    return models.build_backbone(model_cfg), variables, model_cfg, init_checkpoint
+  backbone = models.build_backbone(model_cfg)
+  variables = jax.device_put(_random_init(backbone, rng), sharding.replicated(mesh))
+  variables = {c: variables.get(c, {}) for c in COLLECTIONS}
+  return backbone, variables, model_cfg, 'random initialisation'
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _random_init(backbone: nn.Module, rng: jax.Array) -> PyTree:
+  """The backbone's initial variables; compiled once per architecture in a process."""
+  return backbone.init(rng, jnp.zeros(DUMMY_CLIP_SHAPE, jnp.float32), train=False)
+
+
+# ------------------------------------------------------------------------------------------------
+# Command line.
+# ------------------------------------------------------------------------------------------------
+def _define_flags() -> None:
+  # Defined only when run as a script: importing this module must not claim --workdir, which
+  # cvrl_jax.main defines too.
+  flags.DEFINE_string('workdir', None, 'Pretraining workdir to export from.', required=True)
+  flags.DEFINE_string('output', None, 'Directory to write (default: WORKDIR/backbone).')
+  flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
+
+
+def main(argv) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  workdir = flags.FLAGS.workdir
+  output = flags.FLAGS.output or os.path.join(workdir, 'backbone')
+  path = export_workdir(workdir, output, flags.FLAGS.step)
+  print(f'Exported the backbone of {workdir} to {path}')
+
+
+if __name__ == '__main__':
+  _define_flags()
+  app.run(main)

@@ -1,0 +1,12 @@
+"""The demo's results table (the demo itself runs pretraining: `python3 run.py demo`)."""
+from cvrl_jax import demo
+
+
+def test_table_has_both_encoders_and_the_margin_in_points():
+  results = {'pretrained': {'linear/top1': 0.614, 'linear/top5': 0.952, 'knn/top1': 0.55},
+             'random': {'linear/top1': 0.301, 'linear/top5': 0.7, 'knn/top1': 0.2}}
+  lines = demo.format_table(results).splitlines()
+  assert lines[0] == '| encoder | linear top-1 | linear top-5 | kNN top-1 |'
+  assert lines[2] == '| CVRL pretrained | 61.4 | 95.2 | 55.0 |'
+  assert lines[3] == '| random init | 30.1 | 70.0 | 20.0 |'
+  assert lines[4] == '| difference | +31.3 | +25.2 | +35.0 |'

@@ -144,8 +144,11 @@ def test_specs_and_bad_values():
     spec = objective.spec
     assert (spec.num_clips, spec.sampler, spec.augment_policies) == (3, 'rho', ('aug_plus',) * 3)
     assert spec.crop_area_range == (0.2, 0.766) and spec.crop_aspect_range == (0.75, 1.333)
-    with pytest.raises(ValueError, match='at least 2'):
-      build_objective(tiny_config(method, rho=1))
+    # rho = 1: two views of the same frames (the paper's ablation without temporal persistence).
+    spec = build_objective(tiny_config(method, rho=1)).spec
+    assert (spec.num_clips, spec.sampler) == (2, 'same_start')
+    with pytest.raises(ValueError, match='at least 1'):
+      build_objective(tiny_config(method, rho=0))
   config = tiny_config('rho_swav')
   config.objective.num_prototypes = 9  # not more than 8 output dimensions + 1
   with pytest.raises(ValueError, match='must exceed head_output_dim'):

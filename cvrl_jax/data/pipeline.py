@@ -572,8 +572,11 @@ def make_pretrain_dataset(data_cfg, *, num_clips: int, sampler: str,
       raise ValueError(f"The 'rho' sampler needs num_clips >= 1; got {num_clips}.")
     distance = int(data_cfg.rho_max_distance)
     starts_fn = lambda s, n: sampling.rho_starts(s, n, num_clips, clip_len, stride, distance)
+  elif sampler == 'same_start':
+    starts_fn = lambda s, n: sampling.same_starts(s, n, num_clips, clip_len, stride)
   else:
-    raise ValueError(f"Unknown sampler {sampler!r}; expected 'cvrl_pair' or 'rho'.")
+    raise ValueError(f"Unknown sampler {sampler!r}; expected 'cvrl_pair', 'rho' or "
+                     "'same_start'.")
 
   source = _make_source(data_cfg, 'train', process_index=process_index,
                         process_count=process_count, host_split=data_cfg.host_split)
@@ -603,8 +606,9 @@ def make_pretrain_iterator(data_cfg, *, num_clips: int, sampler: str,
 
   Yields {'video': uint8 [B_host, V, T, H, W, 3], 'label': int32 [B_host], 'key': uint32
   [B_host, 2], 'position': int64 [2]}, with T = data_cfg.num_frames at data_cfg.frame_stride and
-  H = W = data_cfg.image_size. `sampler` is 'cvrl_pair' (V = 2) or 'rho' (V = num_clips, starts
-  at most data_cfg.rho_max_distance apart when that is > 0). Passing a batch's 'position' as
+  H = W = data_cfg.image_size. `sampler` is 'cvrl_pair' (V = 2), 'rho' (V = num_clips, starts
+  at most data_cfg.rho_max_distance apart when that is > 0) or 'same_start' (V = num_clips crops
+  of one clip). Passing a batch's 'position' as
   `start_position` continues with the next batch exactly. Process index/count default to JAX's.
   """
   dataset, source = make_pretrain_dataset(

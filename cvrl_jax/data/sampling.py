@@ -104,6 +104,13 @@ def rho_starts(seed: tf.Tensor, video_len: tf.Tensor, num_clips: int, clip_len: 
                                               dtype=tf.int32)
 
 
+def same_starts(seed: tf.Tensor, video_len: tf.Tensor, num_clips: int, clip_len: int,
+                stride: int) -> tf.Tensor:
+  """One uniform start repeated num_clips times (int32 [num_clips]): views of the same frames
+  that differ only in their spatial crop and augmentation (the rho-family's rho = 1 ablation)."""
+  return tf.repeat(rho_starts(seed, video_len, 1, clip_len, stride), num_clips)
+
+
 def uniform_start(seed: tf.Tensor, video_len: tf.Tensor, clip_len: int, stride: int) -> tf.Tensor:
   """One uniformly random clip start (int32 [1]), as for linear-evaluation training clips."""
   return rho_starts(seed, video_len, 1, clip_len, stride)

@@ -24,11 +24,15 @@ PyTree = Any
 Metrics = Mapping[str, jax.Array]
 
 
+SAMPLERS = ('cvrl_pair', 'rho', 'same_start')
+
+
 @dataclasses.dataclass(frozen=True)
 class ObjectiveSpec:
   """What an objective needs from the data pipeline and the augmentation."""
   num_clips: int
-  # 'cvrl_pair': CVRL's decreasing-gap pair (num_clips == 2); 'rho': independent uniform starts.
+  # 'cvrl_pair': CVRL's decreasing-gap pair (num_clips == 2); 'rho': independent uniform starts;
+  # 'same_start': num_clips views of one clip (the rho = 1 ablation: no temporal persistence).
   sampler: str
   # One augmentation policy name per clip (see cvrl_jax.augment.POLICIES).
   augment_policies: Tuple[str, ...]
@@ -37,8 +41,8 @@ class ObjectiveSpec:
   crop_aspect_range: Tuple[float, float] = (0.5, 2.0)
 
   def __post_init__(self):
-    if self.sampler not in ('cvrl_pair', 'rho'):
-      raise ValueError(f"sampler must be 'cvrl_pair' or 'rho', got {self.sampler!r}")
+    if self.sampler not in SAMPLERS:
+      raise ValueError(f'sampler must be one of {SAMPLERS}, got {self.sampler!r}')
     if self.sampler == 'cvrl_pair' and self.num_clips != 2:
       raise ValueError(f"the CVRL pair sampler makes 2 clips, but num_clips={self.num_clips}")
     if len(self.augment_policies) != self.num_clips:

@@ -20,8 +20,9 @@ class RhoBYOL(base.Objective):
   def __init__(self, config: ml_collections.ConfigDict):
     oc = config.objective
     self.rho = int(oc.rho)
-    self.temperature = float(oc.temperature)
     self.spec = rho_common.rho_spec(self.rho)
+    self.num_views = self.spec.num_clips  # rho; two views of one clip at rho = 1
+    self.temperature = float(oc.temperature)
     backbone = models.build_backbone(config.model)
     projector = rho_common.projector(config)
     predictor = rho_common.mlp(
@@ -47,7 +48,8 @@ class RhoBYOL(base.Objective):
         mutable=['batch_stats'])
     (_, targets), target = self.target.apply(aux['target'], merged)
     loss, metrics = losses.rho_byol_loss(
-        rho_common.stack_views(predictions, self.rho), rho_common.stack_views(targets, self.rho),
+        rho_common.stack_views(predictions, self.num_views),
+        rho_common.stack_views(targets, self.num_views),
         self.temperature)
     total_steps, _ = self.require_training_length()
     metrics = dict(metrics, momentum=self.target.momentum_at(step, total_steps))

@@ -25,12 +25,17 @@ AUGMENT_POLICY = 'aug_plus'
 
 
 def rho_spec(rho: int) -> base.ObjectiveSpec:
-  """rho clips per video, independent uniform starts, every clip augmented with aug+."""
-  if rho < 2:
-    raise ValueError(f'config.objective.rho must be at least 2 (clips per video), got {rho}')
+  """rho clips per video, independent uniform starts, every clip augmented with aug+.
+
+  rho = 1 is the paper's ablation without temporal persistence: two aug+ views of one clip.
+  """
+  if rho < 1:
+    raise ValueError(f'config.objective.rho must be at least 1 (clips per video), got {rho}')
   policy = augment.get_policy(AUGMENT_POLICY)
+  num_views = max(rho, 2)
   return base.ObjectiveSpec(
-      num_clips=rho, sampler='rho', augment_policies=(AUGMENT_POLICY,) * rho,
+      num_clips=num_views, sampler='rho' if rho > 1 else 'same_start',
+      augment_policies=(AUGMENT_POLICY,) * num_views,
       crop_area_range=policy.crop_area_range, crop_aspect_range=policy.crop_aspect_range)
 
 

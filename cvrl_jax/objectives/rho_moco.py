@@ -40,6 +40,8 @@ class RhoMoCo(base.Objective):
   def __init__(self, config: ml_collections.ConfigDict):
     oc = config.objective
     self.rho = int(oc.rho)
+    self.spec = rho_common.rho_spec(self.rho)
+    self.num_views = self.spec.num_clips  # rho; two views of one clip at rho = 1
     self.temperature = float(oc.temperature)
     self.queue_size = int(oc.queue_size)
     if oc.queue_sharding not in QUEUE_SHARDINGS:
@@ -47,10 +49,10 @@ class RhoMoCo(base.Objective):
                        f'got {oc.queue_sharding!r}')
     self.queue_sharding = oc.queue_sharding
     self.key_dim = int(oc.head_output_dim)
-    if self.rho * config.batch_size > self.queue_size:
+    if self.num_views * config.batch_size > self.queue_size:
       raise ValueError(f'config.objective.queue_size={self.queue_size} is smaller than the '
-                       f'{self.rho * config.batch_size} keys enqueued per step (rho x batch_size)')
-    self.spec = rho_common.rho_spec(self.rho)
+                       f'{self.num_views * config.batch_size} keys enqueued per step '
+                       '(clips per video x batch_size)')
     self.network = networks.BackboneWithProjector(
         backbone=models.build_backbone(config.model), projector=rho_common.projector(config))
     self.target = rho_common.MomentumTarget(
@@ -88,7 +90,8 @@ class RhoMoCo(base.Objective):
     (_, key_projections), target = self.target.apply(aux['target'], merged)
     keys = losses.l2_normalize(key_projections.astype(jnp.float32))
     loss, metrics = losses.rho_moco_loss(
-        rho_common.stack_views(projections, self.rho), rho_common.stack_views(keys, self.rho),
+        rho_common.stack_views(projections, self.num_views),
+        rho_common.stack_views(keys, self.num_views),
         aux['queue'], self.temperature)
     queue, queue_ptr = queue_lib.enqueue(aux['queue'], aux['queue_ptr'], keys)
     total_steps, _ = self.require_training_length()

@@ -20,10 +20,11 @@ class RhoSimCLR(base.Objective):
   def __init__(self, config: ml_collections.ConfigDict):
     oc = config.objective
     self.rho = int(oc.rho)
+    self.spec = rho_common.rho_spec(self.rho)
+    self.num_views = self.spec.num_clips  # rho; two views of one clip at rho = 1
     self.temperature = float(oc.temperature)
     self.pairing = oc.pairing
-    losses.clip_pairs(self.rho, self.pairing)  # validates rho and pairing
-    self.spec = rho_common.rho_spec(self.rho)
+    losses.clip_pairs(self.num_views, self.pairing)  # validates rho and pairing
     self.network = networks.BackboneWithProjector(
         backbone=models.build_backbone(config.model), projector=rho_common.projector(config))
 
@@ -33,6 +34,6 @@ class RhoSimCLR(base.Objective):
     (_, projections), updates = self.network.apply(
         {'params': params, 'batch_stats': batch_stats}, base.merge_views(clips), train=True,
         mutable=['batch_stats'])
-    z = rho_common.stack_views(projections, self.rho)
+    z = rho_common.stack_views(projections, self.num_views)
     loss, metrics = losses.rho_simclr_loss(z, self.temperature, self.pairing)
     return base.LossOutput(loss=loss, batch_stats=updates['batch_stats'], aux=aux, metrics=metrics)

@@ -26,19 +26,20 @@ class RhoSwAV(base.Objective):
   def __init__(self, config: ml_collections.ConfigDict):
     oc = config.objective
     self.rho = int(oc.rho)
+    self.spec = rho_common.rho_spec(self.rho)
+    self.num_views = self.spec.num_clips  # rho; two views of one clip at rho = 1
     self.temperature = float(oc.temperature)
     self.pairing = oc.pairing
     self.epsilon = float(oc.sinkhorn_epsilon)
     self.sinkhorn_iters = int(oc.sinkhorn_iters)
     self.freeze_prototypes_epochs = float(oc.freeze_prototypes_epochs)
-    losses.clip_pairs(self.rho, self.pairing)  # validates rho and pairing
+    losses.clip_pairs(self.num_views, self.pairing)  # validates rho and pairing
     if oc.num_prototypes <= oc.head_output_dim + 1:
       # Fewer prototypes than that leave directions where every prototype scores the same (for
       # K <= D, the complement of their span): uniform predictions, a loss of log K that is a
       # stationary point, and no learning (seen on the demo with 30 prototypes in 64 dims).
       raise ValueError(f'config.objective.num_prototypes={oc.num_prototypes} must exceed '
                        f'head_output_dim + 1 = {oc.head_output_dim + 1}')
-    self.spec = rho_common.rho_spec(self.rho)
     self.network = networks.BackboneWithPrototypes(
         backbone=models.build_backbone(config.model), projector=rho_common.projector(config),
         num_prototypes=int(oc.num_prototypes))
@@ -49,7 +50,8 @@ class RhoSwAV(base.Objective):
     (_, _, scores), updates = self.network.apply(
         {'params': params, 'batch_stats': batch_stats}, base.merge_views(clips), train=True,
         mutable=['batch_stats'])
-    loss, metrics = losses.swav_loss(rho_common.stack_views(scores, self.rho), self.temperature,
+    loss, metrics = losses.swav_loss(rho_common.stack_views(scores, self.num_views),
+                                     self.temperature,
                                      self.pairing, self.epsilon, self.sinkhorn_iters)
     return base.LossOutput(loss=loss, batch_stats=updates['batch_stats'], aux=aux, metrics=metrics)
 

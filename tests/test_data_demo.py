@@ -30,7 +30,7 @@ def mnist():
 @pytest.fixture(scope='module')
 def demo_paths(tmp_path_factory):
   return demo.make_demo_dataset(str(tmp_path_factory.mktemp('demo')), num_train=40, num_test=20,
-                                num_frames=32, seed=3)
+                                num_frames=32, seed=3, canvas=64)
 
 
 def test_layout_counts_and_labels(demo_paths, mnist):
@@ -75,7 +75,7 @@ def test_the_digit_moves_and_stays_on_the_canvas(demo_paths, mnist):
 
 def test_same_seed_same_bytes_other_seed_other_videos(demo_paths, tmp_path):
   again = demo.make_demo_dataset(str(tmp_path / 'again'), num_train=40, num_test=20,
-                                 num_frames=32, seed=3)
+                                 num_frames=32, seed=3, canvas=64)
   for split in ('train', 'test'):
     for a, b in zip(sorted(tf.io.gfile.glob(demo_paths[split])),
                     sorted(tf.io.gfile.glob(again[split]))):

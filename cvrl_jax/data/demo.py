@@ -25,6 +25,9 @@ DIGIT_SIZE = 28
 TEST_FRACTION = 0.2
 SCALE_RANGE = (0.8, 1.3)
 SPEED_RANGE = (1.5, 4.0)  # pixels per frame
+# The digit fills most of the frame, so CVRL's random crops (30-100% of the area) keep it in view.
+CANVAS = 32
+MIN_ROOM = 4  # pixels between the largest digit and the canvas edge
 
 
 @functools.lru_cache(maxsize=1)
@@ -55,7 +58,7 @@ def render_video(digit: np.ndarray, rng: np.random.Generator, *, num_frames: int
                  canvas: int) -> np.ndarray:
   """uint8 [num_frames, canvas, canvas] frames of one digit moving on a black canvas."""
   size = int(round(DIGIT_SIZE * rng.uniform(*SCALE_RANGE)))
-  size = min(size, canvas)
+  size = min(size, canvas - MIN_ROOM)  # room to move even on a small canvas
   sprite = np.asarray(Image.fromarray(digit).resize((size, size), Image.BILINEAR))
   corners = _trajectory(rng, num_frames, canvas - size)
   frames = np.zeros((num_frames, canvas, canvas), np.uint8)
@@ -110,7 +113,7 @@ def _write_split(output_dir: str, split: str, pool: np.ndarray, digits: np.ndarr
 
 
 def make_demo_dataset(output_dir: str, *, num_train: int = 2000, num_test: int = 500,
-                      num_frames: int = 40, seed: int = 0, canvas: int = 64,
+                      num_frames: int = 40, seed: int = 0, canvas: int = CANVAS,
                       num_train_shards: int = 4, num_test_shards: int = 2) -> dict[str, str]:
   """Writes the demo dataset and returns its paths.
 
@@ -143,10 +146,11 @@ def main(argv=None) -> None:
   parser.add_argument('--num-test', type=int, default=500)
   parser.add_argument('--num-frames', type=int, default=40)
   parser.add_argument('--seed', type=int, default=0)
+  parser.add_argument('--canvas', type=int, default=CANVAS, help='frame size in pixels')
   args = parser.parse_args(argv)
   start = time.time()
   paths = make_demo_dataset(args.output, num_train=args.num_train, num_test=args.num_test,
-                            num_frames=args.num_frames, seed=args.seed)
+                            num_frames=args.num_frames, seed=args.seed, canvas=args.canvas)
   print(f'Wrote {args.num_train} train and {args.num_test} test videos of {args.num_frames} '
         f'frames in {time.time() - start:.1f}s:')
   for name, path in paths.items():

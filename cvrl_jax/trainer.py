@@ -1,12 +1,15 @@
 """The pretraining job: config -> sharded training -> checkpoints, metrics and results.json.
 
-The whole run is in `pretrain()`, in the order it happens (banner sections); the pieces it calls
-are small libraries: sharding (mesh, global batches), optim (schedule, optimiser), checkpoint
-(Orbax + data position), the objective (network + loss), the data pipeline and augment.
+The whole run is in `pretrain()`, in the order it happens (banner sections); the state layout
+and the train step come from `build_train_step()`, which bench/ also uses to compile the step
+without running it. The pieces they call are small libraries: sharding (mesh, global batches),
+optim (schedule, optimiser), checkpoint (Orbax + data position), the objective (network + loss),
+the data pipeline and augment.
 
 Global semantics come from the arrays being global: the batch is one array sharded over every
 device, so BatchNorm statistics and the contrastive negatives cover the whole global batch.
 """
+import dataclasses
 import importlib
 import json
 import os
@@ -26,6 +29,7 @@ import ml_collections
 import numpy as np
 import optax
 from jax.experimental import multihost_utils
+from jax.sharding import Mesh
 
 from cvrl_jax import augment
 from cvrl_jax import checkpoint as checkpoint_lib
@@ -113,12 +117,126 @@ def progress_line(step: int, num_steps: int, metrics: Mapping[str, float], steps
   return ' | '.join(parts)
 
 
-def _write_json(path: str, obj: Any) -> None:
+def write_json(path: str, obj: Any) -> None:
+  """Process 0 writes `obj` atomically (a reader never sees half a file)."""
   if jax.process_index() == 0:
     tmp = path + '.tmp'
     with open(tmp, 'w') as f:
       json.dump(obj, f, indent=2, sort_keys=True)
     os.replace(tmp, path)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainStepParts:
+  """The train state's layout and the train step of a run, built without data or device memory.
+
+  pretrain() creates (or restores) the state from these parts and compiles the step; benchmarks
+  compile the step on `sharded_abstract_state()` alone (nothing allocated) to read its memory
+  and collectives.
+  """
+  mesh: Mesh
+  init_rng: jax.Array
+  init_state: Callable[[jax.Array], TrainState]  # rng -> the initial (unsharded) state
+  abstract_state: TrainState  # of jax.ShapeDtypeStruct
+  state_sharding: TrainState  # of NamedSharding
+  batch_spec: dict[str, jax.ShapeDtypeStruct]  # the global batch, with its sharding
+  train_step: Callable[[TrainState, Mapping[str, jax.Array]],
+                       tuple[TrainState, dict[str, jax.Array]]]  # python, not yet jitted
+  schedule: optax.Schedule
+  tx: optax.GradientTransformation
+
+  def sharded_abstract_state(self) -> TrainState:
+    """The state as ShapeDtypeStructs carrying their shardings (for restore and lower)."""
+    return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                        self.abstract_state, self.state_sharding)
+
+  def create_state(self) -> TrainState:
+    """The initial state, created already sharded over the mesh."""
+    # The classic (non-partitionable) generator for the initial values: XLA:CPU compiles the
+    # partitionable one ~6x slower for 5-D conv kernels (seconds each); with it each device draws
+    # a whole tensor and keeps its shard, a cost paid once and only under fsdp.
+    with jax.threefry_partitionable(False):
+      return jax.jit(self.init_state, out_shardings=self.state_sharding)(self.init_rng)
+
+  def lower(self, state: TrainState | None = None) -> jax.stages.Lowered:
+    """The step jitted with the state donated, lowered for `state` (default: abstract)."""
+    batch_sharding = {k: v.sharding for k, v in self.batch_spec.items()}
+    jitted = jax.jit(self.train_step, in_shardings=(self.state_sharding, batch_sharding),
+                     out_shardings=(self.state_sharding, sharding.replicated(self.mesh)),
+                     donate_argnums=0)
+    return jitted.lower(self.sharded_abstract_state() if state is None else state,
+                        self.batch_spec)
+
+  def compile(self, state: TrainState | None = None) -> jax.stages.Compiled:
+    """The compiled step (its memory_analysis() and as_text() describe what it will do)."""
+    return self.lower(state).compile()
+
+
+def build_train_step(config: ml_collections.ConfigDict, mesh: Mesh,
+                     objective: objective_base.Objective, num_steps: int,
+                     steps_per_epoch: float) -> TrainStepParts:
+  """The model, optimiser, state layout and train step of a run of `num_steps` updates.
+
+  Sets the objective's training length (momentum / freeze schedules) and traces shapes only.
+  """
+  spec = objective.spec
+  objective.set_training_length(num_steps, steps_per_epoch)
+  clip_shape = (spec.num_clips, config.data.num_frames, config.data.image_size,
+                config.data.image_size, 3)
+  rng = jax.random.key(config.seed)
+  init_rng, augment_rng, loss_rng = jax.random.split(rng, 3)
+  abstract_params = jax.eval_shape(
+      lambda r: objective.init(r, jnp.zeros((2,) + clip_shape, jnp.float32))[0], init_rng)
+  schedule = optim.learning_rate_schedule(config.optim, config.batch_size, steps_per_epoch,
+                                          num_steps)
+  tx = optim.make_optimizer(config.optim, schedule, abstract_params)
+
+  def init_state(r: jax.Array) -> TrainState:
+    params, batch_stats, aux = objective.init(r, jnp.zeros((2,) + clip_shape, jnp.float32))
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+                      aux=aux, opt_state=tx.init(params))
+
+  abstract_state = jax.eval_shape(init_state, init_rng)
+  state_sharding = sharding.state_shardings(abstract_state, mesh, config.mesh.fsdp_min_size)
+  state_sharding = state_sharding.replace(aux=objective.aux_shardings(state_sharding.aux, mesh))
+  batch_sharding = sharding.batch_sharding(mesh)
+
+  # augment -> objective loss -> gradients -> optimiser -> objective aux.
+  def train_step(state: TrainState, batch: Mapping[str, jax.Array]):
+    step = state.step
+    keys = augment.example_keys(augment_rng, batch['key'])
+    clips = augment.augment_batch(keys, batch['video'], spec.augment_policies)
+    clips = jax.lax.with_sharding_constraint(clips, batch_sharding)
+
+    def loss_fn(params):
+      out = objective.loss(params, state.batch_stats, state.aux, clips,
+                           jax.random.fold_in(loss_rng, step), step)
+      return out.loss.astype(jnp.float32), (out.batch_stats, out.aux, out.metrics)
+
+    (loss, (batch_stats, aux, objective_metrics)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(state.params)
+    mask = objective_base.expand_mask(objective.trainable_mask(step), state.params)
+    if mask is not None:
+      grads = jax.tree.map(lambda g, m: jnp.where(m, g, 0.0), grads, mask)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    params, opt_state = optim.apply_trainable_mask(
+        tx, mask, state.params, params, state.opt_state, opt_state)
+    aux = objective.update_aux(params, aux, step)
+    metrics = {'loss': loss, **objective_metrics, 'learning_rate': schedule(step),
+               'grad_norm': optax.tree.norm(grads), 'param_norm': optax.tree.norm(params)}
+    metrics = jax.tree.map(lambda m: jnp.asarray(m, jnp.float32), metrics)
+    new_state = TrainState(step=step + 1, params=params, batch_stats=batch_stats, aux=aux,
+                           opt_state=opt_state)
+    return new_state, metrics
+
+  batch_spec = {
+      'video': jax.ShapeDtypeStruct((config.batch_size,) + clip_shape, jnp.uint8,
+                                    sharding=batch_sharding),
+      'key': jax.ShapeDtypeStruct((config.batch_size, 2), jnp.uint32, sharding=batch_sharding)}
+  return TrainStepParts(mesh=mesh, init_rng=init_rng, init_state=init_state,
+                        abstract_state=abstract_state, state_sharding=state_sharding,
+                        batch_spec=batch_spec, train_step=train_step, schedule=schedule, tx=tx)
 
 
 def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -172,43 +290,19 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float
   if num_steps <= 0:
     raise ValueError(f'{config.num_epochs} epochs of {num_examples} videos at batch '
                      f'{config.batch_size} is less than one step; lower config.batch_size.')
-  objective.set_training_length(num_steps, steps_per_epoch)  # momentum / freeze schedules
   with config.unlocked():
     config.data.num_train_examples = num_examples
-  _write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+  write_json(os.path.join(workdir, 'config.json'), config.to_dict())
 
   # --------------------------------------------------------------------------------------------
   # Model, optimiser and train state, created already sharded over the mesh.
   # --------------------------------------------------------------------------------------------
-  clip_shape = (spec.num_clips, config.data.num_frames, config.data.image_size,
-                config.data.image_size, 3)
-  rng = jax.random.key(config.seed)
-  init_rng, augment_rng, loss_rng = jax.random.split(rng, 3)
-  abstract_params = jax.eval_shape(
-      lambda r: objective.init(r, jnp.zeros((2,) + clip_shape, jnp.float32))[0], init_rng)
-  schedule = optim.learning_rate_schedule(config.optim, config.batch_size, steps_per_epoch,
-                                          num_steps)
-  tx = optim.make_optimizer(config.optim, schedule, abstract_params)
-
-  def init_state(r: jax.Array) -> TrainState:
-    params, batch_stats, aux = objective.init(r, jnp.zeros((2,) + clip_shape, jnp.float32))
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-                      aux=aux, opt_state=tx.init(params))
-
-  abstract_state = jax.eval_shape(init_state, init_rng)
-  state_sharding = sharding.state_shardings(abstract_state, mesh, config.mesh.fsdp_min_size)
-  state_sharding = state_sharding.replace(aux=objective.aux_shardings(state_sharding.aux, mesh))
+  parts = build_train_step(config, mesh, objective, num_steps, steps_per_epoch)
   if resume_step is None:
-    # The classic (non-partitionable) generator for the initial values: XLA:CPU compiles the
-    # partitionable one ~6x slower for 5-D conv kernels (seconds each); with it each device draws
-    # a whole tensor and keeps its shard, a cost paid once and only under fsdp.
-    with jax.threefry_partitionable(False):
-      state = jax.jit(init_state, out_shardings=state_sharding)(init_rng)
+    state = parts.create_state()
     first_step = 0
   else:
-    state = ckpt.restore_state(resume_step, jax.tree.map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state,
-        state_sharding))
+    state = ckpt.restore_state(resume_step, parts.sharded_abstract_state())
     first_step = int(jax.device_get(state.step))
     logging.info('Resumed from %s at step %d, data position (epoch, record) = %s.',
                  ckpt.step_path(resume_step), first_step, start_position)
@@ -217,49 +311,11 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float
         state.params, include_stats=jax.process_count() == 1, msg='Trainable parameters:')
 
   # --------------------------------------------------------------------------------------------
-  # The train step: augment -> objective loss -> gradients -> optimiser -> objective aux.
+  # The train step (build_train_step), compiled ahead of time: the first log window then
+  # measures steps, not compilation, and the hosts start stepping together.
   # --------------------------------------------------------------------------------------------
-  batch_sharding = sharding.batch_sharding(mesh)
-
-  def train_step(state: TrainState, batch: Mapping[str, jax.Array]):
-    step = state.step
-    keys = augment.example_keys(augment_rng, batch['key'])
-    clips = augment.augment_batch(keys, batch['video'], spec.augment_policies)
-    clips = jax.lax.with_sharding_constraint(clips, batch_sharding)
-
-    def loss_fn(params):
-      out = objective.loss(params, state.batch_stats, state.aux, clips,
-                           jax.random.fold_in(loss_rng, step), step)
-      return out.loss.astype(jnp.float32), (out.batch_stats, out.aux, out.metrics)
-
-    (loss, (batch_stats, aux, objective_metrics)), grads = jax.value_and_grad(
-        loss_fn, has_aux=True)(state.params)
-    mask = objective_base.expand_mask(objective.trainable_mask(step), state.params)
-    if mask is not None:
-      grads = jax.tree.map(lambda g, m: jnp.where(m, g, 0.0), grads, mask)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
-    params, opt_state = optim.apply_trainable_mask(
-        tx, mask, state.params, params, state.opt_state, opt_state)
-    aux = objective.update_aux(params, aux, step)
-    metrics = {'loss': loss, **objective_metrics, 'learning_rate': schedule(step),
-               'grad_norm': optax.tree.norm(grads), 'param_norm': optax.tree.norm(params)}
-    metrics = jax.tree.map(lambda m: jnp.asarray(m, jnp.float32), metrics)
-    new_state = TrainState(step=step + 1, params=params, batch_stats=batch_stats, aux=aux,
-                           opt_state=opt_state)
-    return new_state, metrics
-
-  # Compiled ahead of time: the first log window then measures steps, not compilation, and the
-  # hosts start stepping together.
-  batch_spec = {
-      'video': jax.ShapeDtypeStruct((config.batch_size,) + clip_shape, jnp.uint8,
-                                    sharding=batch_sharding),
-      'key': jax.ShapeDtypeStruct((config.batch_size, 2), jnp.uint32, sharding=batch_sharding)}
   compile_start = time.perf_counter()
-  train_step = jax.jit(
-      train_step, in_shardings=(state_sharding, {k: batch_sharding for k in batch_spec}),
-      out_shardings=(state_sharding, sharding.replicated(mesh)),
-      donate_argnums=0).lower(state, batch_spec).compile()
+  train_step = parts.compile(state)
   logging.info('Compiled the train step in %.1f s.', time.perf_counter() - compile_start)
   sharding.wait_for_all_processes('cvrl_train_step_compiled')
 
@@ -359,7 +415,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float
   # --------------------------------------------------------------------------------------------
   final_step = int(jax.device_get(state.step))
   results = dict(summary, step=final_step, num_train_steps=num_steps, finished=not stopped_early)
-  _write_json(os.path.join(workdir, 'results.json'), results)
+  write_json(os.path.join(workdir, 'results.json'), results)
   if not stopped_early:
     logging.info('Finished %d steps; results in %s.', final_step,
                  os.path.join(workdir, 'results.json'))

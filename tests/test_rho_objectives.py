@@ -87,8 +87,8 @@ def run_loss(objective, params, batch_stats, aux, clips, step=0):
 
 
 def stacked(x, rho=RHO):
-  """[rho*B, ...] network outputs (merge_views order) -> [rho, B, ...] float64."""
-  return np.asarray(x, np.float64).reshape((rho, -1) + x.shape[1:])
+  """[B*rho, ...] network outputs (merge_views order) -> [rho, B, ...] float64."""
+  return np.swapaxes(np.asarray(x, np.float64).reshape((-1, rho) + x.shape[1:]), 0, 1)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -194,10 +194,11 @@ def test_rho_moco_objective_step_and_momentum_update(moco):
   np.testing.assert_allclose(float(out['loss']), ref_loss, rtol=1e-4)
   np.testing.assert_allclose(float(out['metrics']['moco_accuracy']), ref_acc)
   assert float(out['metrics']['momentum']) == pytest.approx(0.994)
-  # All rho keys are enqueued, clip by clip, at the pointer; the rest of the queue is untouched.
+  # All rho keys are enqueued in merge_views order at the pointer; the rest is untouched.
   num_keys = RHO * BATCH
   new_queue = np.asarray(out['aux']['queue'])
-  np.testing.assert_allclose(new_queue[:num_keys], unit(q.reshape(num_keys, -1)), atol=1e-5)
+  np.testing.assert_allclose(new_queue[:num_keys],
+                             unit(np.swapaxes(q, 0, 1).reshape(num_keys, -1)), atol=1e-5)
   np.testing.assert_array_equal(new_queue[num_keys:], queue0[num_keys:])
   assert int(out['aux']['queue_ptr']) == num_keys
   # The key encoder's BN statistics advance by its own forward pass, like the online ones.

@@ -17,7 +17,6 @@ from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 PyTree = Any
@@ -151,11 +150,17 @@ def expand_mask(mask: Optional[PyTree], params: PyTree) -> Optional[PyTree]:
 
 
 def merge_views(clips: jax.Array) -> jax.Array:
-  """[B, V, T, H, W, C] -> [V*B, T, H, W, C] with all view-0 rows first, then view 1, ..."""
+  """[B, V, T, H, W, C] -> [B*V, T, H, W, C], example-major: row b*V + v is view v of example b.
+
+  The order keeps each example's views in the rows of the device that holds the example, so a
+  batch sharded over devices stays sharded; view-major rows (all view-0 rows first) would make
+  XLA gather the whole batch onto every device and run the network replicated.
+  """
   b, v = clips.shape[:2]
-  return jnp.swapaxes(clips, 0, 1).reshape((v * b,) + clips.shape[2:])
+  return clips.reshape((b * v,) + clips.shape[2:])
 
 
 def split_views(x: jax.Array, num_views: int) -> Sequence[jax.Array]:
-  """Inverse of merge_views along the leading axis: [V*B, ...] -> V arrays [B, ...]."""
-  return jnp.split(x, num_views, axis=0)
+  """Inverse of merge_views along the leading axis: [B*V, ...] -> V arrays [B, ...]."""
+  x = x.reshape((x.shape[0] // num_views, num_views) + x.shape[1:])
+  return [x[:, v] for v in range(num_views)]

@@ -11,8 +11,8 @@ from cvrl_jax.objectives import networks
 class CVRL(base.Objective):
   """R3D backbone + 3-layer projection MLP; loss on both views of every video in one pass.
 
-  Both views go through the network as one batch (view-1 rows first), so the synced BN
-  statistics cover both views of the global batch, as in the reference.
+  Both views go through the network as one batch (example-major rows, see base.merge_views), so
+  the synced BN statistics cover both views of the global batch, as in the reference.
   """
 
   def __init__(self, config: ml_collections.ConfigDict):

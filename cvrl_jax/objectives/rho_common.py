@@ -13,6 +13,7 @@ from typing import Any, Dict, Sequence, Tuple
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import ml_collections
 
 from cvrl_jax import augment
@@ -53,8 +54,8 @@ def projector(config: ml_collections.ConfigDict) -> nn.Module:
 
 
 def stack_views(x: jax.Array, num_views: int) -> jax.Array:
-  """[V*B, ...] in merge_views order -> [V, B, ...]."""
-  return x.reshape((num_views, x.shape[0] // num_views) + x.shape[1:])
+  """[B*V, ...] in merge_views order -> [V, B, ...]."""
+  return jnp.swapaxes(x.reshape((x.shape[0] // num_views, num_views) + x.shape[1:]), 0, 1)
 
 
 class MomentumTarget:

@@ -18,7 +18,6 @@ again, so an interrupted comparison continues where it stopped. The demo data is
 """
 import glob
 import json
-import logging as std_logging
 import os
 import statistics
 import sys
@@ -30,6 +29,7 @@ from absl import flags
 from absl import logging
 import ml_collections
 
+from cvrl_jax import logs
 from cvrl_jax.objectives import rho_config
 
 METHODS = ('cvrl',) + rho_config.METHODS
@@ -214,14 +214,6 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
   return '\n'.join(lines)
 
 
-class _QuietLibraries(std_logging.Filter):
-  """Drops the INFO lines Orbax and etils write for every file (warnings stay)."""
-
-  def filter(self, record: std_logging.LogRecord) -> bool:
-    return record.levelno >= std_logging.WARNING or not any(
-        lib in record.pathname for lib in ('/orbax/', '/etils/'))
-
-
 def ensure_demo_data(data_dir: str) -> None:
   if glob.glob(os.path.join(data_dir, 'train-*-of-*.tfrecord')):
     return
@@ -238,8 +230,7 @@ def main(argv: Sequence[str]) -> None:
     raise app.UsageError(f'--methods has {sorted(unknown)}; choose from {METHODS}.')
   if not _WORKDIR.value:
     raise app.UsageError('--workdir is required.')
-  logging.set_verbosity(logging.INFO)
-  logging.get_absl_handler().addFilter(_QuietLibraries())
+  logs.setup_logging()
   # TensorFlow only feeds the input pipelines: keep it off the accelerators JAX uses.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], 'GPU')

@@ -89,6 +89,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.objective.head_num_layers = 3
   c.objective.head_output_dim = 128
   c.objective.head_bn_momentum = 0.997
+  # Augmentation policy names (cvrl_jax.augment.POLICIES), one per clip; empty: the objective's.
+  c.objective.augment_policies = ()
 
   c.optim = ml_collections.ConfigDict()
   c.optim.name = 'sgd'  # 'sgd' | 'lars'

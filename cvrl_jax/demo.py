@@ -13,21 +13,30 @@ Steps, each in WORKDIR:
 import argparse
 import importlib.util
 import json
-import logging as std_logging
 import os
-import sys
 import time
-from typing import Dict, Mapping
+from typing import Dict, Mapping, Tuple
 
-from absl import logging
+from cvrl_jax import logs
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO_ROOT, 'configs')
 # Demo data size (the data helper's defaults): 2,000 train / 500 test videos of 40 frames.
 NUM_TRAIN, NUM_TEST, NUM_FRAMES = 2000, 500, 40
 ROWS = (('pretrained', 'CVRL pretrained'), ('random', 'random init'))
-COLUMNS = (('linear/top1', 'linear top-1'), ('linear/top5', 'linear top-5'),
-           ('knn/top1', 'kNN top-1'))
+# The linear probe's metrics are 'linear/*' for the full recipe and 'linear_cached_features/*'
+# for the cached-feature variant that configs/demo_eval.py runs.
+LINEAR_PREFIXES = ('linear', 'linear_cached_features')
+
+
+def table_columns(results: Mapping[str, float]) -> Tuple[Tuple[str, str], ...]:
+  """(metric, title) of the table's columns, for the linear probe variant in `results`."""
+  prefix = next((p for p in LINEAR_PREFIXES if f'{p}/top1' in results), None)
+  if prefix is None:
+    raise ValueError(f'no linear-probe top-1 among the results {sorted(results)}')
+  suffix = ' (cached features)' if prefix == 'linear_cached_features' else ''
+  return ((f'{prefix}/top1', f'linear top-1{suffix}'), (f'{prefix}/top5', f'linear top-5{suffix}'),
+          ('knn/top1', 'kNN top-1'))
 
 
 def load_config(name: str, data_dir: str):
@@ -72,12 +81,13 @@ def evaluate(data_dir: str, init_checkpoint: str, workdir: str, seed: int) -> Di
 
 def format_table(results: Mapping[str, Mapping[str, float]]) -> str:
   """A Markdown table: one row per encoder, accuracies in percent, and the margin."""
-  lines = ['| encoder | ' + ' | '.join(title for _, title in COLUMNS) + ' |',
-           '|---|' + '---:|' * len(COLUMNS)]
+  columns = table_columns(results['pretrained'])
+  lines = ['| encoder | ' + ' | '.join(title for _, title in columns) + ' |',
+           '|---|' + '---:|' * len(columns)]
   for key, title in ROWS:
     lines.append(f'| {title} | ' + ' | '.join(f'{100 * results[key][metric]:.1f}'
-                                              for metric, _ in COLUMNS) + ' |')
-  margin = [100 * (results['pretrained'][m] - results['random'][m]) for m, _ in COLUMNS]
+                                              for metric, _ in columns) + ' |')
+  margin = [100 * (results['pretrained'][m] - results['random'][m]) for m, _ in columns]
   lines.append('| difference | ' + ' | '.join(f'{d:+.1f}' for d in margin) + ' |')
   return '\n'.join(lines)
 
@@ -117,20 +127,12 @@ def run_demo(workdir: str, seed: int) -> Dict[str, Dict[str, float]]:
   return results
 
 
-def _setup_logging() -> None:
-  handler = logging.get_absl_handler()
-  handler.python_handler.stream = sys.stdout
-  handler.setFormatter(std_logging.Formatter('%(asctime)s %(message)s', '%H:%M:%S'))
-  logging.set_verbosity(logging.INFO)
-  logging.use_absl_handler()
-
-
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--workdir', default='demo_workdir', help='where everything is written')
   parser.add_argument('--seed', type=int, default=0, help='pretraining and evaluation seed')
   args = parser.parse_args(argv)
-  _setup_logging()
+  logs.setup_logging()
   # TensorFlow only reads the data: keep it off any accelerator JAX uses.
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], 'GPU')

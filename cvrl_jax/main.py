@@ -5,7 +5,6 @@ Slurm (or Open MPI) jax.distributed is initialised automatically; on plain multi
 --coordinator_address=HOST:PORT --num_processes=N --process_id=I on each host.
 """
 import importlib
-import logging as std_logging
 import os
 import re
 import sys
@@ -15,6 +14,8 @@ from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
+
+from cvrl_jax import logs
 
 # config.job -> 'module:function' with signature fn(config, workdir) -> {metric: value}.
 # Imported on demand, so a job's dependencies load only when it runs.
@@ -76,29 +77,10 @@ def _parse_flags(argv: Sequence[str]) -> Sequence[str]:
     sys.exit(f'Bad command line: {e}')
 
 
-class _QuietLibraries(std_logging.Filter):
-  """Drops the INFO chatter of libraries that log through absl (Orbax logs every file it writes)."""
-  LIBRARIES = ('/orbax/', '/etils/')
-
-  def filter(self, record: std_logging.LogRecord) -> bool:
-    return record.levelno >= std_logging.WARNING or not any(
-        lib in record.pathname for lib in self.LIBRARIES)
-
-
-def _setup_logging() -> None:
-  """Readable one-line records on stdout: time, level, message."""
-  handler = logging.get_absl_handler()
-  handler.python_handler.stream = sys.stdout
-  handler.setFormatter(std_logging.Formatter('%(asctime)s %(levelname).1s %(message)s',
-                                             '%Y-%m-%d %H:%M:%S'))
-  handler.addFilter(_QuietLibraries())
-  logging.set_verbosity(logging.INFO)
-
-
 def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  _setup_logging()
+  logs.setup_logging()
   config_file = config_flags.get_config_filename(flags.FLAGS['config']).split(':')[0]
   if not os.path.isfile(config_file):
     sys.exit(f'The config file {config_file} does not exist.')

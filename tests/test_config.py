@@ -127,3 +127,18 @@ def test_command_line_errors_are_one_sentence(flag, message, tmp_path):
   last = proc.stderr.strip().splitlines()[-1]
   assert message in last, proc.stderr
   assert 'Traceback' not in proc.stderr
+
+
+def test_augment_policies_override_the_objectives_own():
+  from cvrl_jax.objectives import build_objective  # pylint: disable=g-import-not-at-top
+  config = _load('demo')
+  assert build_objective(config).spec.augment_policies == ('cvrl_view1', 'cvrl_view2')
+  config.objective.augment_policies = ('flip_only', 'none')
+  spec = build_objective(config).spec
+  assert spec.augment_policies == ('flip_only', 'none') and spec.num_clips == 2
+  config.objective.augment_policies = ('flip_only',)
+  with pytest.raises(ValueError, match=r'augment_policies=\(.flip_only.,\): need one augmentation'):
+    build_objective(config)
+  config.objective.augment_policies = ('flip_only', 'sepia')
+  with pytest.raises(ValueError, match="unknown augmentation policy 'sepia'"):
+    build_objective(config)

@@ -10,3 +10,12 @@ def test_table_has_both_encoders_and_the_margin_in_points():
   assert lines[2] == '| CVRL pretrained | 61.4 | 95.2 | 55.0 |'
   assert lines[3] == '| random init | 30.1 | 70.0 | 20.0 |'
   assert lines[4] == '| difference | +31.3 | +25.2 | +35.0 |'
+
+
+def test_table_names_the_cached_feature_probe():
+  results = {name: {'linear_cached_features/top1': top1, 'linear_cached_features/top5': 1.0,
+                    'knn/top1': top1} for name, top1 in (('pretrained', 0.5), ('random', 0.25))}
+  lines = demo.format_table(results).splitlines()
+  assert lines[0] == ('| encoder | linear top-1 (cached features) | '
+                      'linear top-5 (cached features) | kNN top-1 |')
+  assert lines[4] == '| difference | +25.0 | +0.0 | +25.0 |'

@@ -1,5 +1,4 @@
 """What the evaluation jobs share: start-up checks, the encoder, results.json, training, testing."""
-import json
 import os
 import time
 from typing import Any, Callable, Dict, Iterator, Mapping, Tuple
@@ -18,6 +17,7 @@ from cvrl_jax import export
 from cvrl_jax import optim
 from cvrl_jax import sharding
 from cvrl_jax import trainer
+from cvrl_jax.data import pipeline
 from cvrl_jax.evaluate import features
 from cvrl_jax.evaluate import views
 
@@ -26,17 +26,9 @@ RESULTS_FILE = 'results.json'
 CONFIG_FILE = 'config.json'
 
 
-def write_json(path: str, obj: Any) -> None:
-  """Process 0 writes `obj` atomically (a reader never sees half a file)."""
-  if jax.process_index() == 0:
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-      json.dump(obj, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
-
-
 def write_results(workdir: str, results: Mapping[str, float]) -> None:
-  write_json(os.path.join(workdir, RESULTS_FILE), {k: float(v) for k, v in results.items()})
+  trainer.write_json(os.path.join(workdir, RESULTS_FILE),
+                     {k: float(v) for k, v in results.items()})
 
 
 def start_job(config: ml_collections.ConfigDict, workdir: str) -> Mesh:
@@ -52,7 +44,7 @@ def start_job(config: ml_collections.ConfigDict, workdir: str) -> Mesh:
     raise ValueError(f'The workdir {workdir} is the init_checkpoint itself; give the evaluation '
                      'its own workdir so the pretraining run\'s config.json and results.json stay.')
   os.makedirs(workdir, exist_ok=True)
-  write_json(os.path.join(workdir, CONFIG_FILE), config.to_dict())
+  trainer.write_json(os.path.join(workdir, CONFIG_FILE), config.to_dict())
   mesh = sharding.make_mesh(config.mesh)
   logging.info('%s on a mesh %s of %d devices (%d processes).', config.job, dict(mesh.shape),
                mesh.size, jax.process_count())
@@ -120,6 +112,16 @@ def schedule_and_optimizer(config: ml_collections.ConfigDict, num_train_examples
   schedule = optim.learning_rate_schedule(
       config.optim, config.batch_size, optim.steps_per_epoch(config, num_train_examples), num_steps)
   return schedule, optim.make_optimizer(config.optim, schedule, params), num_steps
+
+
+def training_clip_batches(config: ml_collections.ConfigDict, mesh: Mesh) -> Iterator[Dict]:
+  """Endless global batches of one random training clip per video (the probe's and fine-tuning's
+  input: random start, random resized crop; flips and the rest happen on device)."""
+  host_batches = pipeline.make_eval_iterator(
+      config.data, split='train', mode='train_clip', global_batch_size=config.batch_size,
+      seed=config.seed, num_epochs=None)
+  return (sharding.host_to_global({k: b[k] for k in features.PER_EXAMPLE_KEYS if k in b}, mesh)
+          for b in host_batches)
 
 
 def train_loop(train_step: Callable[[Any, Any], Tuple[Any, Mapping[str, jax.Array]]], state: Any,

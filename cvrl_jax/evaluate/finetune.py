@@ -26,7 +26,6 @@ from cvrl_jax import sharding
 from cvrl_jax import trainer
 from cvrl_jax.data import pipeline
 from cvrl_jax.evaluate import common
-from cvrl_jax.evaluate import features
 
 PyTree = Any
 TRAIN_POLICY = 'flip_only'
@@ -111,11 +110,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float
 
   jitted = jax.jit(step_fn, donate_argnums=0,
                    out_shardings=(shardings, sharding.replicated(mesh)))
-  host_batches = pipeline.make_eval_iterator(
-      config.data, split='train', mode='train_clip', global_batch_size=config.batch_size,
-      seed=config.seed, num_epochs=None)
-  batches = (sharding.host_to_global({k: b[k] for k in features.PER_EXAMPLE_KEYS if k in b}, mesh)
-             for b in host_batches)
+  batches = common.training_clip_batches(config, mesh)
   logging.info('Fine-tuning: %d steps of %d clips on %d training videos.', num_steps,
                config.batch_size, num_train)
   state, train_metrics = common.train_loop(

@@ -100,11 +100,7 @@ def train_on_clips(backbone: nn.Module, encoder: PyTree, probe: nn.Module,
     return head_update(probe, tx, schedule, state, feats, batch['label'], batch['mask'])
 
   jitted = jax.jit(step_fn, donate_argnums=0)
-  host_batches = pipeline.make_eval_iterator(
-      config.data, split='train', mode='train_clip', global_batch_size=config.batch_size,
-      seed=config.seed, num_epochs=None)
-  batches = (sharding.host_to_global({k: b[k] for k in features.PER_EXAMPLE_KEYS if k in b}, mesh)
-             for b in host_batches)
+  batches = common.training_clip_batches(config, mesh)
   logging.info('Linear probe: %d steps of %d clips on %d training videos.', num_steps,
                config.batch_size, num_train)
   state, metrics = common.train_loop(

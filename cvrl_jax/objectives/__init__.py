@@ -1,4 +1,5 @@
 """Self-supervised objectives: `build_objective(config)` picks one by `config.objective.name`."""
+import dataclasses
 import importlib
 from typing import Dict
 
@@ -22,4 +23,14 @@ def build_objective(config: ml_collections.ConfigDict) -> Objective:
     raise ValueError(f'config.objective.name={name!r} is not a known objective; '
                      f'choose one of {sorted(REGISTRY)}')
   module_name, class_name = REGISTRY[name].split(':')
-  return getattr(importlib.import_module(module_name), class_name)(config)
+  objective = getattr(importlib.import_module(module_name), class_name)(config)
+  policies = tuple(config.objective.get('augment_policies', None) or ())
+  if policies:  # the method's own policies, replaced (one name per clip)
+    from cvrl_jax import augment  # pylint: disable=g-import-not-at-top
+    for policy in policies:
+      augment.get_policy(policy)  # an unknown name fails here, naming the known ones
+    try:
+      objective.spec = dataclasses.replace(objective.spec, augment_policies=policies)
+    except ValueError as e:
+      raise ValueError(f'config.objective.augment_policies={policies}: {e}') from None
+  return objective

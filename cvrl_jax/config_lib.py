@@ -91,6 +91,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.objective.head_bn_momentum = 0.997
   # Augmentation policy names (cvrl_jax.augment.POLICIES), one per clip; empty: the objective's.
   c.objective.augment_policies = ()
+  # Host-side random resized crop of every clip, (low, high); empty: the objective's own
+  # (CVRL: area 0.3-1.0, aspect 0.5-2.0; the rho-family's aug+: 0.2-0.766, 0.75-1.333).
+  c.objective.crop_area_range = ()
+  c.objective.crop_aspect_range = ()
 
   c.optim = ml_collections.ConfigDict()
   c.optim.name = 'sgd'  # 'sgd' | 'lars'

@@ -142,3 +142,21 @@ def test_augment_policies_override_the_objectives_own():
   config.objective.augment_policies = ('flip_only', 'sepia')
   with pytest.raises(ValueError, match="unknown augmentation policy 'sepia'"):
     build_objective(config)
+
+
+def test_crop_ranges_override_the_objectives_own_and_bad_ones_fail():
+  from cvrl_jax.objectives import build_objective  # pylint: disable=g-import-not-at-top
+  config = _load('cvrl_r3d50_k400')
+  spec = build_objective(config).spec
+  assert (spec.crop_area_range, spec.crop_aspect_range) == ((0.3, 1.0), (0.5, 2.0))  # CVRL's
+  config.objective.crop_area_range = (0.6, 1.0)
+  config.objective.crop_aspect_range = (0.75, 1.333)
+  spec = build_objective(config).spec
+  assert (spec.crop_area_range, spec.crop_aspect_range) == ((0.6, 1.0), (0.75, 1.333))
+  config.objective.crop_area_range = (0.8, 0.5)
+  with pytest.raises(ValueError, match=r'crop_area_range=\(0.8, 0.5\).*0 < low <= high <= 1'):
+    build_objective(config)
+  config.objective.crop_area_range = ()
+  config.objective.crop_aspect_range = (0.0, 2.0)
+  with pytest.raises(ValueError, match=r'crop_aspect_range=\(0.0, 2.0\).*0 < low <= high'):
+    build_objective(config)

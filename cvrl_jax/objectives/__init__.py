@@ -24,13 +24,23 @@ def build_objective(config: ml_collections.ConfigDict) -> Objective:
                      f'choose one of {sorted(REGISTRY)}')
   module_name, class_name = REGISTRY[name].split(':')
   objective = getattr(importlib.import_module(module_name), class_name)(config)
-  policies = tuple(config.objective.get('augment_policies', None) or ())
+  return _with_config_overrides(objective, config.objective)
+
+
+def _with_config_overrides(objective: Objective, oc: ml_collections.ConfigDict) -> Objective:
+  """The objective with the augmentation settings `config.objective` overrides (empty: keep)."""
+  policies = tuple(oc.get('augment_policies', None) or ())
   if policies:  # the method's own policies, replaced (one name per clip)
     from cvrl_jax import augment  # pylint: disable=g-import-not-at-top
     for policy in policies:
       augment.get_policy(policy)  # an unknown name fails here, naming the known ones
-    try:
-      objective.spec = dataclasses.replace(objective.spec, augment_policies=policies)
-    except ValueError as e:
-      raise ValueError(f'config.objective.augment_policies={policies}: {e}') from None
+  overrides = {'augment_policies': policies,
+               'crop_area_range': tuple(float(v) for v in (oc.get('crop_area_range', None) or ())),
+               'crop_aspect_range': tuple(float(v) for v in (oc.get('crop_aspect_range', None) or ()))}
+  for key, value in overrides.items():
+    if value:  # one at a time, so an error names the key at fault
+      try:
+        objective.spec = dataclasses.replace(objective.spec, **{key: value})
+      except ValueError as e:
+        raise ValueError(f'config.objective.{key}={value}: {e}') from None
   return objective

@@ -47,6 +47,11 @@ class ObjectiveSpec:
     if len(self.augment_policies) != self.num_clips:
       raise ValueError(f'need one augmentation policy per clip: {self.num_clips} clips, '
                        f'{len(self.augment_policies)} policies {self.augment_policies}')
+    area, aspect = tuple(self.crop_area_range), tuple(self.crop_aspect_range)
+    if len(area) != 2 or not 0.0 < area[0] <= area[1] <= 1.0:
+      raise ValueError(f'crop_area_range must be (low, high) with 0 < low <= high <= 1, got {area}')
+    if len(aspect) != 2 or not 0.0 < aspect[0] <= aspect[1]:
+      raise ValueError(f'crop_aspect_range must be (low, high) with 0 < low <= high, got {aspect}')
 
 
 @dataclasses.dataclass

@@ -55,6 +55,10 @@ def set_method(config: ml_collections.ConfigDict, method: str) -> ml_collections
     objective = ml_collections.ConfigDict(dict(name=method, **_OBJECTIVES[method]))
     # PyTorch's BatchNorm1d default (its momentum 0.1 is 0.9 in Flax's convention).
     objective.head_bn_momentum = 0.9
+    # Augmentation overrides, as in config_lib.base_config (empty: the method's own).
+    objective.augment_policies = ()
+    objective.crop_area_range = ()
+    objective.crop_aspect_range = ()
     config.objective = objective
   config.optim.update(_OPTIMIZERS[method])
   config.optim.momentum = 0.9
@@ -94,14 +98,18 @@ def demo_config(method: str, data_dir: str = 'demo_data', rho: int = 2
                 ) -> ml_collections.ConfigDict:
   """The CVRL demo run (same data, backbone, batch, epochs, seed) with `method` and rho clips.
 
-  The heads take the demo's CVRL sizes (hidden 256, output 64); the queue and the prototypes
-  shrink with the 2,000-video dataset and batch 32; the learning rate is the paper's at the demo
-  batch (as the CVRL demo does for its short run).
+  The heads take the demo's CVRL sizes (hidden 256, output 64) and its random-crop ranges (which
+  configs/demo.py explains); the queue and the prototypes shrink with the 2,000-video dataset and
+  batch 32; the learning rate is the paper's at the demo batch (as the CVRL demo does for its
+  short run).
   """
   config = load_demo_config(data_dir)
-  head_hidden, head_output = config.objective.head_hidden_dim, config.objective.head_output_dim
+  demo_objective = config.objective
   set_method(config, method)
   objective = config.objective
+  head_hidden, head_output = demo_objective.head_hidden_dim, demo_objective.head_output_dim
+  objective.crop_area_range = demo_objective.crop_area_range
+  objective.crop_aspect_range = demo_objective.crop_aspect_range
   objective.rho = rho
   objective.head_hidden_dim = head_hidden
   objective.head_output_dim = head_output

@@ -65,7 +65,7 @@ def test_the_digit_moves_and_stays_on_the_canvas(demo_paths, mnist):
     ink = frames > 100
     centres = np.array([np.argwhere(f).mean(0) for f in ink])
     steps = np.linalg.norm(np.diff(centres, axis=0), axis=1)
-    assert steps.mean() > 1.0  # it moves (1.5-4 pixels per frame, less at bounces)
+    assert steps.mean() > 1.0  # it moves (about 2 pixels per frame on its random walk)
     # The whole digit stays visible: about as much ink in every frame.
     amount = ink.sum((1, 2))
     assert amount.min() > 0.8 * amount.max()

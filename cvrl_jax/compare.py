@@ -76,7 +76,8 @@ def eval_config(pretrain: ml_collections.ConfigDict, job: str, encoder_dir: str,
   The same for every method, on the frozen encoder and the centre clip of every video (one view
   instead of the recipe's 30 keeps the comparison within minutes on a CPU): the linear probe
   (SGD, LR 32 at batch 1024 scaled linearly to the demo batch, 1 warmup epoch then cosine, no
-  weight decay) on cached features, and kNN (k = 200, votes weighted by exp(similarity / 0.07)).
+  weight decay) on cached, standardised features (as configs/demo_eval.py), and kNN (k = 200,
+  votes weighted by exp(similarity / 0.07)).
   """
   config = ml_collections.ConfigDict(pretrain.to_dict())
   config.job = job
@@ -91,6 +92,7 @@ def eval_config(pretrain: ml_collections.ConfigDict, job: str, encoder_dir: str,
   config.optim.schedule = 'cosine'
   config.optim.momentum = 0.9
   config.eval.linear_cached_features = True
+  config.eval.linear_standardize = True  # as configs/demo_eval.py
   config.eval.test_mode = 'center_clip'
   config.eval.knn_mode = 'center_clip'
   config.lock()

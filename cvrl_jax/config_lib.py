@@ -60,6 +60,9 @@ def eval_config() -> ml_collections.ConfigDict:
   e.batch_size = 64  # global videos per feature-extraction / test batch (each with all its views)
   e.test_mode = 'test_views'  # linear_eval/finetune test: 'test_views' (10 x 3 views) | 'center_clip'
   e.linear_cached_features = False  # linear_eval on cached centre-clip features: faster, no train augmentation
+  # linear_eval: train the classifier on standardised L2-normalised features and fold the
+  # standardisation back in (the same model, better conditioned; cvrl_jax/evaluate/linear.py).
+  e.linear_standardize = False
   e.knn_k = 200
   e.knn_temperature = 0.07
   e.knn_mode = 'test_views'  # clips whose features are averaged per video: 'test_views' | 'center_clip'

@@ -164,9 +164,12 @@ def test_online_monitor_reads_the_backbone_of_a_train_state(data, encoder_path):
       eval_numpy.retrieval(test_x, test_y, train_x, train_y, (5,))[5])
 
 
-def test_linear_eval_on_cached_features_fits_the_training_set(data, encoder_path, tmp_path):
+@pytest.mark.parametrize('standardize', [False, True])
+def test_linear_eval_on_cached_features_fits_the_training_set(data, encoder_path, tmp_path,
+                                                              standardize):
   config = job_config(data, 'linear_eval', encoder_path, steps=300)
   config.eval.linear_cached_features = True
+  config.eval.linear_standardize = standardize
   config.optim.base_lr = 2.0
   config.optim.base_batch_size = 16
   results = linear.linear_eval(config, str(tmp_path))

@@ -9,7 +9,17 @@ random flip on the device. Test: softmax averaged over 10 temporal x 3 spatial v
 config.eval.linear_cached_features=True is the faster variant: centre-clip features of the train
 split are computed once and the classifier trains on them (no training augmentation); its results
 are named 'linear_cached_features/...' so they are never mistaken for the recipe's 'linear/...'.
+
+config.eval.linear_standardize=True trains the same classifier in standardised coordinates: each
+dimension of the L2-normalised feature is centred and scaled by its mean and standard deviation
+over the train split's centre clips, and the trained classifier is folded back into Dense(C) on
+the L2-normalised feature. The model is the recipe's (an affine map of the L2-normalised feature);
+only SGD's conditioning changes. Contrastive features sit in a narrow cone (most of their length
+is shared by every video), so on a short schedule plain SGD spends its steps on the shared
+direction and under-fits (BENCHMARKS.md, "Demo"); MAE's linear probe puts a parameter-free
+BatchNorm before its classifier for the same reason.
 """
+import dataclasses
 from typing import Any, Callable, Dict, Iterator, Tuple
 
 from absl import logging
@@ -37,15 +47,59 @@ def make_probe(num_classes: int) -> models.LinearClassifier:
   return models.LinearClassifier(num_classes=num_classes, l2_normalize=True)
 
 
+def _identity(params: PyTree) -> PyTree:
+  return params
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureStandardizer:
+  """Per-dimension mean and scale of L2-normalised features, and the fold that turns a classifier
+  trained on standardised features z = (x - mean) / scale into Dense(C) on x itself."""
+  mean: np.ndarray  # [C]
+  scale: np.ndarray  # [C]
+  active: np.ndarray  # [C] bool: dimensions that vary over the training set
+
+  @classmethod
+  def fit(cls, features_: np.ndarray) -> 'FeatureStandardizer':
+    x = np.asarray(features_, np.float64)
+    x = x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-6)
+    mean, std = x.mean(0), x.std(0)
+    # A dimension constant over the training set (a ReLU never active) carries no information;
+    # dropping it keeps a test video where it fires from meeting a huge weight.
+    active = std > 1e-6 * max(float(std.max()), 1e-12)
+    return cls(mean=mean.astype(np.float32), scale=np.where(active, std, 1.0).astype(np.float32),
+               active=active)
+
+  def fold(self, params: PyTree) -> PyTree:
+    """Params trained on standardised features -> the same logits from L2-normalised features."""
+    kernel, bias = params['dense']['kernel'], params['dense']['bias']
+    kernel = kernel * (self.active / self.scale)[:, None]
+    return {'dense': {'kernel': kernel, 'bias': bias - jnp.asarray(self.mean) @ kernel}}
+
+
+def probe_param_map(config: ml_collections.ConfigDict, train_features: Callable[[], np.ndarray]
+                    ) -> Callable[[PyTree], PyTree]:
+  """trained params -> the probe's params: the standardiser's fold when
+  config.eval.linear_standardize (fitted on train_features()), else the identity."""
+  if not config.eval.get('linear_standardize', False):
+    return _identity
+  standardizer = FeatureStandardizer.fit(train_features())
+  logging.info('Linear probe trained on standardised features (%d of %d dimensions vary).',
+               int(standardizer.active.sum()), standardizer.active.size)
+  return standardizer.fold
+
+
 def head_update(probe: nn.Module, tx: optax.GradientTransformation, schedule: optax.Schedule,
-                state: trainer.TrainState, feats: jax.Array, labels: jax.Array, mask: jax.Array
+                state: trainer.TrainState, feats: jax.Array, labels: jax.Array, mask: jax.Array,
+                to_probe_params: Callable[[PyTree], PyTree] = _identity
                 ) -> Tuple[trainer.TrainState, Dict[str, jax.Array]]:
-  """One SGD step of the classifier on features [B, C] (rows with mask False carry no weight)."""
+  """One SGD step of the classifier on features [B, C] (rows with mask False carry no weight).
+  The trained parameters are to_probe_params(state.params) (see FeatureStandardizer)."""
   weight = mask.astype(jnp.float32)
   count = jnp.maximum(jnp.sum(weight), 1.0)
 
   def loss_fn(params):
-    logits = probe.apply({'params': params}, feats)
+    logits = probe.apply({'params': to_probe_params(params)}, feats)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
     return jnp.sum(loss * weight) / count, logits
 
@@ -92,12 +146,15 @@ def train_on_clips(backbone: nn.Module, encoder: PyTree, probe: nn.Module,
   state, tx, schedule, num_steps = init_probe_state(probe, backbone.num_features, config, num_train,
                                                     mesh)
   base_key = jax.random.fold_in(jax.random.key(config.seed), 3)
+  to_probe_params = probe_param_map(
+      config, lambda: centre_clip_train_features(backbone, encoder, config, mesh)['features'])
 
   def step_fn(state, encoder, batch):
     keys = augment.example_keys(base_key, batch['key'])
     clips = augment.augment_batch(keys, batch['video'], (TRAIN_POLICY,))[:, 0]
     feats = jax.lax.stop_gradient(backbone.apply(encoder, clips, train=False))
-    return head_update(probe, tx, schedule, state, feats, batch['label'], batch['mask'])
+    return head_update(probe, tx, schedule, state, feats, batch['label'], batch['mask'],
+                       to_probe_params)
 
   jitted = jax.jit(step_fn, donate_argnums=0)
   batches = common.training_clip_batches(config, mesh)
@@ -107,7 +164,7 @@ def train_on_clips(backbone: nn.Module, encoder: PyTree, probe: nn.Module,
       lambda s, b: jitted(s, encoder, b), state, batches, num_steps,
       writer=common.metric_writer(workdir), log_every_steps=config.log_every_steps,
       examples_per_step=config.batch_size, name='linear_eval')
-  return state.params, metrics
+  return to_probe_params(state.params), metrics
 
 
 # ------------------------------------------------------------------------------------------------
@@ -124,12 +181,19 @@ def epoch_permutations(num_examples: int, batch_size: int, seed: int) -> Iterato
     pending = pending[batch_size:]
 
 
+def centre_clip_train_features(backbone: nn.Module, encoder: PyTree,
+                               config: ml_collections.ConfigDict, mesh: Mesh
+                               ) -> Dict[str, np.ndarray]:
+  return features.feature_inference(backbone, mesh).run(
+      encoder, features.eval_batches(config, mesh, split='train', mode='center_clip'),
+      name='train features (center_clip)')
+
+
 def train_on_cached_features(backbone: nn.Module, encoder: PyTree, probe: nn.Module,
                              config: ml_collections.ConfigDict, mesh: Mesh, workdir: str
                              ) -> Tuple[PyTree, Dict[str, float]]:
-  train = features.feature_inference(backbone, mesh).run(
-      encoder, features.eval_batches(config, mesh, split='train', mode='center_clip'),
-      name='train features (center_clip)')
+  train = centre_clip_train_features(backbone, encoder, config, mesh)
+  to_probe_params = probe_param_map(config, lambda: train['features'])
   num_train = len(train['label'])
   bank = jax.device_put(train['features'], sharding.replicated(mesh))
   bank_labels = jax.device_put(train['label'].astype(np.int32), sharding.replicated(mesh))
@@ -138,7 +202,7 @@ def train_on_cached_features(backbone: nn.Module, encoder: PyTree, probe: nn.Mod
 
   def step_fn(state, bank, bank_labels, indices):
     return head_update(probe, tx, schedule, state, bank[indices], bank_labels[indices],
-                       jnp.ones(indices.shape, bool))
+                       jnp.ones(indices.shape, bool), to_probe_params)
 
   jitted = jax.jit(step_fn, donate_argnums=0)
   batch_sharding = sharding.batch_sharding(mesh)
@@ -151,7 +215,7 @@ def train_on_cached_features(backbone: nn.Module, encoder: PyTree, probe: nn.Mod
       writer=common.metric_writer(workdir),
       log_every_steps=config.log_every_steps, examples_per_step=config.batch_size,
       name='linear_eval (cached features)')
-  return state.params, metrics
+  return to_probe_params(state.params), metrics
 
 
 # ------------------------------------------------------------------------------------------------

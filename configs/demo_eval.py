@@ -18,9 +18,9 @@ linear_cached_features/...; --config.eval.linear_cached_features=False runs the 
 (eval.linear_standardize): the same Dense(10) on L2-normalised features, better conditioned for
 SGD. With plain SGD its 1,562 steps under-fit the pretrained features (train top-1 about 55%,
 test below the random encoder's), which standardisation lifts by about 18 points while the random
-encoder's barely moves (BENCHMARKS.md, "Demo"). The demo frames are square, so the three spatial test
-crops would be identical: testing averages the softmax over 5 temporal views only. kNN uses the
-centre clip of every video.
+encoder's barely moves (BENCHMARKS.md, "Demo"). The demo frames are square, so the three spatial
+test crops would be identical: testing averages the softmax over 5 temporal views only. kNN uses
+the centre clip of every video.
 """
 import importlib.util
 import os

@@ -42,7 +42,7 @@ _DATA_DIR = flags.DEFINE_string('data_dir', 'demo_data', 'The demo videos (writt
 _METHODS = flags.DEFINE_list('methods', list(METHODS), f'Methods to compare, of {METHODS}.')
 _RHO = flags.DEFINE_integer('rho', 2, 'Clips per video for the rho-family (CVRL always uses 2).')
 _EPOCHS = flags.DEFINE_integer('epochs', None, "Pretraining epochs of every method (default: "
-                                "configs/demo.py's, 5).")
+                                "configs/demo.py's, 20).")
 _STEPS = flags.DEFINE_integer('steps', 0, 'Pretraining steps of every method (> 0 overrides '
                               '--epochs; for a quick check).')
 _LINEAR_EPOCHS = flags.DEFINE_integer('linear_epochs', 10, 'Epochs of the linear probe.')

@@ -34,9 +34,9 @@ def _with_config_overrides(objective: Objective, oc: ml_collections.ConfigDict) 
     from cvrl_jax import augment  # pylint: disable=g-import-not-at-top
     for policy in policies:
       augment.get_policy(policy)  # an unknown name fails here, naming the known ones
-  overrides = {'augment_policies': policies,
-               'crop_area_range': tuple(float(v) for v in (oc.get('crop_area_range', None) or ())),
-               'crop_aspect_range': tuple(float(v) for v in (oc.get('crop_aspect_range', None) or ()))}
+  overrides = {'augment_policies': policies}
+  for key in ('crop_area_range', 'crop_aspect_range'):
+    overrides[key] = tuple(float(v) for v in (oc.get(key, None) or ()))
   for key, value in overrides.items():
     if value:  # one at a time, so an error names the key at fault
       try:

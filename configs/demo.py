@@ -7,8 +7,9 @@
 The argument after ':' is the folder the demo data was written to (default ./demo_data). The
 recipe is CVRL's, scaled down: R3D-18 at a quarter of the width, 8 frames of 32 x 32, batch 32,
 with one change: the random resized crops keep 60-100% of the frame at aspect 3:4-4:3 rather than
-CVRL's 30-100% at 1:2-2:1. On 32-pixel frames CVRL's crops leave a few pixels of a digit at 4x
-zoom; at this budget the contrastive task then stays near chance (BENCHMARKS.md, "Demo").
+CVRL's 30-100% at 1:2-2:1. On a 32-pixel frame filled by one digit, CVRL's smallest crops (a
+12 x 25 strip) cut the digit in half; at this budget the contrastive task then stays near
+chance (BENCHMARKS.md, "Demo").
 """
 import os
 

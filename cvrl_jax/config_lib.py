@@ -62,6 +62,7 @@ def eval_config() -> ml_collections.ConfigDict:
   e.linear_cached_features = False  # linear_eval on cached centre-clip features: faster, no train augmentation
   # linear_eval: train the classifier on standardised L2-normalised features and fold the
   # standardisation back in (the same model, better conditioned; cvrl_jax/evaluate/linear.py).
+  # Its input has unit variance per dimension (norm ~ sqrt(C)): the LR acts C times harder.
   e.linear_standardize = False
   e.knn_k = 200
   e.knn_temperature = 0.07

@@ -182,9 +182,13 @@ def test_linear_eval_on_cached_features_fits_the_training_set(data, encoder_path
   assert results['linear_cached_features/top1'] <= results['linear_cached_features/top5'] <= 1.0
 
 
-def test_linear_eval_recipe_learns_on_augmented_clips(data, encoder_path, tmp_path):
+@pytest.mark.parametrize('standardize', [False, True])
+def test_linear_eval_recipe_learns_on_augmented_clips(data, encoder_path, tmp_path, standardize):
   config = job_config(data, 'linear_eval', encoder_path, steps=12)
-  config.optim.base_lr = 32.0
+  # Standardised features have unit variance per dimension (norm about sqrt(C), not 1): the
+  # same LR is a C times larger step, so the standardised probe gets a smaller one.
+  config.optim.base_lr = 1.0 if standardize else 32.0
+  config.eval.linear_standardize = standardize
   results = linear.linear_eval(config, str(tmp_path))
   assert results == pytest.approx(read_results(str(tmp_path)))
   assert results['linear/num_test_videos'] == NUM_TEST

@@ -17,7 +17,10 @@ the L2-normalised feature. The model is the recipe's (an affine map of the L2-no
 only SGD's conditioning changes. Contrastive features sit in a narrow cone (most of their length
 is shared by every video), so on a short schedule plain SGD spends its steps on the shared
 direction and under-fits (BENCHMARKS.md, "Demo"); MAE's linear probe puts a parameter-free
-BatchNorm before its classifier for the same reason.
+BatchNorm before its classifier for the same reason. As there (and in scikit-learn's
+StandardScaler) every dimension gets unit variance, so the classifier's input has norm about
+sqrt(C) instead of 1 and a given LR takes C times larger steps in the logits: choose the LR for
+that (the demo keeps the spec's, with C = 128).
 """
 import dataclasses
 from typing import Any, Callable, Dict, Iterator, Tuple

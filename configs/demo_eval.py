@@ -16,11 +16,11 @@ training step would take most of the demo's time. Its results are named
 linear_cached_features/...; --config.eval.linear_cached_features=False runs the full recipe
 (random-crop-and-flip clips every step). The classifier trains on standardised features
 (eval.linear_standardize): the same Dense(10) on L2-normalised features, better conditioned for
-SGD. With plain SGD its 1,562 steps under-fit the pretrained features (train top-1 about 55%,
-test below the random encoder's), which standardisation lifts by about 18 points while the random
-encoder's barely moves (BENCHMARKS.md, "Demo"). The demo frames are square, so the three spatial
-test crops would be identical: testing averages the softmax over 5 temporal views only. kNN uses
-the centre clip of every video.
+SGD. With plain SGD its 1,562 steps under-fit the pretrained features (train top-1 about 60%,
+test below the random encoder's), which standardisation lifted by 10-19 points over three seeds
+while the random encoder's barely moved (BENCHMARKS.md, "Demo"). The demo frames are square,
+so the three spatial test crops would be identical: testing averages the softmax over 5 temporal
+views only. kNN uses the centre clip of every video.
 """
 import importlib.util
 import os

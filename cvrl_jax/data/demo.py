@@ -30,7 +30,8 @@ SCALE_RANGE = (0.8, 1.3)
 # whatever their crops and colours, which contrastive pretraining learns instead of the digit.
 VELOCITY_INERTIA = 0.5
 VELOCITY_KICK = 1.5
-# The digit fills most of the frame, so CVRL's random crops (30-100% of the area) keep it in view.
+# The digit fills most of the frame, so the demo's random crops (60-100% of the area,
+# configs/demo.py) keep most of it in view.
 CANVAS = 32
 MIN_ROOM = 4  # pixels between the largest digit and the canvas edge
 

@@ -41,6 +41,7 @@ from cvrl_jax import trainer
 from cvrl_jax.data import pipeline
 from cvrl_jax.evaluate import common
 from cvrl_jax.evaluate import features
+from cvrl_jax.evaluate import knn
 
 PyTree = Any
 TRAIN_POLICY = 'flip_only'
@@ -64,8 +65,7 @@ class FeatureStandardizer:
 
   @classmethod
   def fit(cls, features_: np.ndarray) -> 'FeatureStandardizer':
-    x = np.asarray(features_, np.float64)
-    x = x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-6)
+    x = np.asarray(knn.l2_normalize(jnp.asarray(features_)), np.float64)
     mean, std = x.mean(0), x.std(0)
     # A dimension constant over the training set (a ReLU never active) carries no information;
     # dropping it keeps a test video where it fires from meeting a huge weight.

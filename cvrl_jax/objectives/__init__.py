@@ -15,6 +15,8 @@ REGISTRY: Dict[str, str] = {
     'rho_byol': 'cvrl_jax.objectives.rho_byol:RhoBYOL',
     'rho_swav': 'cvrl_jax.objectives.rho_swav:RhoSwAV',
 }
+# config.objective keys that replace a field of the objective's ObjectiveSpec when not empty.
+SPEC_OVERRIDE_KEYS = ('augment_policies', 'crop_area_range', 'crop_aspect_range')
 
 
 def build_objective(config: ml_collections.ConfigDict) -> Objective:
@@ -34,10 +36,8 @@ def _with_config_overrides(objective: Objective, oc: ml_collections.ConfigDict) 
     from cvrl_jax import augment  # pylint: disable=g-import-not-at-top
     for policy in policies:
       augment.get_policy(policy)  # an unknown name fails here, naming the known ones
-  overrides = {'augment_policies': policies}
-  for key in ('crop_area_range', 'crop_aspect_range'):
-    overrides[key] = tuple(float(v) for v in (oc.get(key, None) or ()))
-  for key, value in overrides.items():
+  for key in SPEC_OVERRIDE_KEYS:
+    value = tuple(oc.get(key, None) or ())
     if value:  # one at a time, so an error names the key at fault
       try:
         objective.spec = dataclasses.replace(objective.spec, **{key: value})

@@ -47,7 +47,9 @@ class ObjectiveSpec:
     if len(self.augment_policies) != self.num_clips:
       raise ValueError(f'need one augmentation policy per clip: {self.num_clips} clips, '
                        f'{len(self.augment_policies)} policies {self.augment_policies}')
-    area, aspect = tuple(self.crop_area_range), tuple(self.crop_aspect_range)
+    for name in ('crop_area_range', 'crop_aspect_range'):  # a config may give ints: (1, 1)
+      object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
+    area, aspect = self.crop_area_range, self.crop_aspect_range
     if len(area) != 2 or not 0.0 < area[0] <= area[1] <= 1.0:
       raise ValueError(f'crop_area_range must be (low, high) with 0 < low <= high <= 1, got {area}')
     if len(aspect) != 2 or not 0.0 < aspect[0] <= aspect[1]:

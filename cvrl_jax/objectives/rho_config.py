@@ -15,6 +15,7 @@ import os
 import ml_collections
 
 from cvrl_jax import config_lib
+from cvrl_jax import objectives
 
 METHODS = ('rho_moco', 'rho_byol', 'rho_simclr', 'rho_swav')
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -55,10 +56,9 @@ def set_method(config: ml_collections.ConfigDict, method: str) -> ml_collections
     objective = ml_collections.ConfigDict(dict(name=method, **_OBJECTIVES[method]))
     # PyTorch's BatchNorm1d default (its momentum 0.1 is 0.9 in Flax's convention).
     objective.head_bn_momentum = 0.9
-    # Augmentation overrides, as in config_lib.base_config (empty: the method's own).
-    objective.augment_policies = ()
-    objective.crop_area_range = ()
-    objective.crop_aspect_range = ()
+    base_objective = config_lib.base_config().objective
+    for key in objectives.SPEC_OVERRIDE_KEYS:  # their defaults (empty: the method's own)
+      objective[key] = base_objective[key]
     config.objective = objective
   config.optim.update(_OPTIMIZERS[method])
   config.optim.momentum = 0.9

@@ -2,7 +2,9 @@
 
 Runs the job named by `config.job` on every process. Multi-host: on Cloud TPU pods and under
 Slurm (or Open MPI) jax.distributed is initialised automatically; on plain multi-GPU hosts pass
---coordinator_address=HOST:PORT --num_processes=N --process_id=I on each host.
+--coordinator_address=HOST:PORT --num_processes=N --process_id=I on each host, or set them as
+JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and JAX_PROCESS_ID (for launchers that start the same
+command everywhere; docs/launching.md).
 """
 import importlib
 import os
@@ -38,14 +40,32 @@ _PROCESS_ID = flags.DEFINE_integer('process_id', None, 'This process index, 0..n
 flags.mark_flags_as_required(['config', 'workdir'])
 
 
+def _int_from_env(name: str) -> int | None:
+  value = os.environ.get(name)
+  if not value:
+    return None
+  try:
+    return int(value)
+  except ValueError:
+    raise ValueError(f'The environment variable {name}={value!r} is not an integer.') from None
+
+
 def initialize_distributed(coordinator_address: str | None, num_processes: int | None,
                            process_id: int | None) -> None:
-  """jax.distributed.initialize with explicit flags, else auto-detected (TPU, Slurm, MPI)."""
+  """jax.distributed.initialize with explicit flags, else auto-detected (TPU, Slurm, MPI).
+
+  Flags left unset are read from JAX_NUM_PROCESSES and JAX_PROCESS_ID when those are set (and the
+  coordinator then from JAX_COORDINATOR_ADDRESS, which jax itself also reads).
+  """
   import jax  # pylint: disable=g-import-not-at-top
+  num_processes = num_processes if num_processes is not None else _int_from_env('JAX_NUM_PROCESSES')
+  process_id = process_id if process_id is not None else _int_from_env('JAX_PROCESS_ID')
   if coordinator_address or num_processes or process_id is not None:
+    coordinator_address = coordinator_address or os.environ.get('JAX_COORDINATOR_ADDRESS')
     if not coordinator_address or num_processes is None or process_id is None:
       raise ValueError('Multi-host runs need all of --coordinator_address, --num_processes and '
-                       '--process_id.')
+                       '--process_id (or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES and '
+                       'JAX_PROCESS_ID).')
     jax.distributed.initialize(coordinator_address, num_processes, process_id)
     return
   try:
@@ -92,7 +112,10 @@ def main(argv: Sequence[str]) -> None:
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   tf.config.set_visible_devices([], 'GPU')
   tf.config.set_visible_devices([], 'TPU')
-  initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  try:
+    initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+  except ValueError as e:  # incomplete or malformed multi-host settings
+    sys.exit(f'Error: {e}')
 
   import jax  # pylint: disable=g-import-not-at-top
   from cvrl_jax import trainer  # pylint: disable=g-import-not-at-top

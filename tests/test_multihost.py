@@ -6,54 +6,19 @@ float reduction order. The processes meet through jax.distributed on a local coo
 as on a multi-GPU cluster (`--coordinator_address/--num_processes/--process_id`).
 """
 import os
-import socket
-import subprocess
-import types
 
 import numpy as np
 import orbax.checkpoint as ocp
-import pytest
 
 import train_testlib as lib
+from train_testlib import env  # noqa: F401  (a fixture)
 
 
-@pytest.fixture(scope='module')
-def env(tmp_path_factory):
+def test_two_processes_give_the_single_process_losses(env, tmp_path_factory):
   base = tmp_path_factory.getbasetemp()
-  cache = str(base / 'jax_cache')
-  os.makedirs(cache, exist_ok=True)
-  data = lib.make_demo_data(str(base / 'demo_data'))
-  previous = lib.enable_compile_cache(cache)
-  yield types.SimpleNamespace(cache=cache, data=data)
-  lib.restore_compile_cache(previous)
-
-
-def _free_port() -> int:
-  with socket.socket() as s:
-    s.bind(('localhost', 0))
-    return s.getsockname()[1]
-
-
-def test_two_processes_give_the_single_process_losses(env, tmp_path, tmp_path_factory):
-  single = lib.uninterrupted_run(env.data, str(tmp_path_factory.getbasetemp() / 'uninterrupted'))
-  single = single['workdir']
-
-  multi = str(tmp_path / 'multi')
-  port = _free_port()
-  procs = [subprocess.Popen(
-      lib.main_command(env.data, multi, f'--coordinator_address=localhost:{port}',
-                       '--num_processes=2', f'--process_id={i}'),
-      env=lib.subprocess_env(env.cache, num_devices=4), cwd=lib.REPO,
-      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
-  outputs = []
-  try:
-    for proc in procs:
-      outputs.append(proc.communicate(timeout=900)[0])
-  finally:
-    for proc in procs:
-      proc.kill()
-  for proc, output in zip(procs, outputs):
-    assert proc.returncode == 0, output
+  single = lib.uninterrupted_run(env.data, str(base / 'uninterrupted'))['workdir']
+  run = lib.two_process_run(env.data, str(base / 'two_processes'), env.cache)
+  multi, outputs = run['workdir'], run['outputs']
   assert 'process 1 of 2, 4 local / 8 global devices' in outputs[1]
 
   # The first steps agree to float rounding: the forward pass, the gradients all-reduced across

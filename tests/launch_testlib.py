@@ -1,4 +1,4 @@
-"""Shared pieces of the launcher tests (tests/test_launch_*.py): set-up, waiting, the reference runs.
+"""Shared pieces of the launcher tests (tests/test_launch_*.py): waiting, logs, the references.
 
 A launcher test runs the tiny training job of train_testlib as 2 processes x 4 CPU devices, stops
 it with SIGTERM part-way, resumes it, and checks the losses against two independent runs: the
@@ -23,7 +23,7 @@ DEVICES_PER_PROCESS = 4
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str,
              diagnostics: Callable[[], str] = lambda: '') -> None:
-  """Polls `condition` until it holds; fails naming `what` (and showing `diagnostics`) after `timeout` s."""
+  """Polls `condition` until it holds; after `timeout` s fails naming `what`, with `diagnostics`."""
   deadline = time.monotonic() + timeout
   while not condition():
     if time.monotonic() > deadline:
@@ -40,7 +40,7 @@ def read_text(path: str) -> str:
 
 
 def stopped_step(log: str) -> int:
-  """The step of the log's `Stopped by SIGTERM after step N` line (every process prints the same)."""
+  """N of the log's `Stopped by SIGTERM after step N` lines (every process prints the same N)."""
   steps = {int(s) for s in re.findall(r'Stopped by SIGTERM after step (\d+);', log)}
   assert len(steps) == 1, log
   return steps.pop()

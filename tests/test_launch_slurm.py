@@ -151,8 +151,8 @@ def _why_no_cluster() -> str | None:
   missing = [p for p in PROGRAMS if shutil.which(p, path=os.environ.get('PATH', '') +
                                                  ':/usr/sbin:/sbin') is None]
   if missing:
-    return (f'the Slurm test needs the slurm-wlm and munge packages (missing: {", ".join(missing)}; '
-            'on Debian/Ubuntu: apt-get install slurm-wlm munge)')
+    return (f'the Slurm test needs the slurm-wlm and munge packages (missing: '
+            f'{", ".join(missing)}; on Debian/Ubuntu: apt-get install slurm-wlm munge)')
   if os.geteuid() != 0:
     return 'the Slurm test starts slurmd, which must run as root (this test is not root)'
   return None
@@ -192,7 +192,7 @@ def test_sbatch_script_runs_stops_requeues_and_resumes(slurm, env, tmp_path):
 
   launch_testlib.wait_for(lambda: f'step 1/{lib.NUM_STEPS} ' in launch_testlib.read_text(log),
                           600, 'the first training step', diagnostics)
-  slurm.command('scancel', '--signal=TERM', job)  # to the job's steps (srun's tasks), as --signal does
+  slurm.command('scancel', '--signal=TERM', job)  # to srun's tasks, as --signal=TERM@300 does
   launch_testlib.wait_for(lambda: slurm.job_state(job)['JobState'] in (
       'COMPLETED', 'FAILED', 'CANCELLED', 'TIMEOUT', 'NODE_FAIL', 'OUT_OF_MEMORY'), 600,
                           'the requeued job to end', diagnostics)
@@ -203,6 +203,7 @@ def test_sbatch_script_runs_stops_requeues_and_resumes(slurm, env, tmp_path):
   for i in range(launch_testlib.NUM_PROCESSES):
     assert text.count(f'process {i} of 2, 4 local / 8 global devices') == 2, text
   step = launch_testlib.stopped_step(text)
+  assert os.path.isdir(os.path.join(workdir, 'checkpoints', str(step)))
   assert f'requeuing job {job} to resume' in text, text
   assert text.count(f'Resumed from {workdir}/checkpoints/{step} at step {step}') == 2, text
   assert f'Finished {lib.NUM_STEPS} steps' in text, text

@@ -209,10 +209,10 @@ def test_tpu_pod_script_against_a_recorded_gcloud(pod, env, tmp_path):
   launch_testlib.check_resumed_run(workdir, env)
 
   # What a user's pod received, call by call.
-  remote_run = ('if pgrep -f \'{t}\' > /dev/null; then echo "$(hostname): cvrl_jax.main is already '
-                'running; stop it first" >&2; exit 1; fi; cd ~/cvrl_jax || exit 1; (nohup python3 -m '
-                'cvrl_jax.main {args}; echo "cvrl_jax.main exited with status $?") >> train.log '
-                '2>&1 < /dev/null &').format(t=TRAINER, args=' '.join(
+  remote_run = ('if pgrep -f \'{t}\' > /dev/null; then echo "$(hostname): cvrl_jax.main is '
+                'already running; stop it first" >&2; exit 1; fi; cd ~/cvrl_jax || exit 1; (nohup '
+                'python3 -m cvrl_jax.main {args}; echo "cvrl_jax.main exited with status $?") >> '
+                'train.log 2>&1 < /dev/null &').format(t=TRAINER, args=' '.join(
                     [f'--config={config}', f'--workdir={workdir}', *lib.override_flags()]))
   ssh = ['compute', 'tpus', 'tpu-vm', 'ssh', POD, f'--zone={ZONE}']
   calls = pod.calls()

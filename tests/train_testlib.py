@@ -146,7 +146,7 @@ _TWO_PROCESS: dict = {}
 
 
 def two_process_run(data_dir: str, workdir: str, cache_dir: str) -> dict:
-  """The same NUM_STEPS steps as 2 processes x 4 CPU devices started by hand (done once per session).
+  """The NUM_STEPS steps as 2 processes x 4 CPU devices started by hand (once per session).
 
   The reference of the multi-host and launcher tests: processes meeting through jax.distributed on
   a local port (`--coordinator_address/--num_processes/--process_id`), as on GPU hosts without a

@@ -2,8 +2,8 @@
 
 tests/fake_gcloud/gcloud records each call and runs `--command` on the workers: processes in their
 own PID and mount namespaces (so the script's pkill/pgrep see one worker's processes, as on a VM of
-its own), each with its own home folder and Python environment, sharing this machine's
-file system (the stand-in for the gs:// bucket) and network. The test checks the exact commands a
+its own), each with its own home folder and Python environment, sharing this machine's file system
+(the stand-in for the gs:// bucket) and network. The test checks the exact commands a
 pod would receive, and runs them: `setup` copies the checkout and pip-installs it on every worker,
 `run` starts 2 processes that form one jax.distributed run, `log` follows worker 0, `stop` makes
 every worker save and exit as SIGTERM does, and `run` again resumes to the uninterrupted run's
@@ -18,6 +18,7 @@ namespaces, the test is skipped and says why.
 """
 import json
 import os
+import shutil
 import signal
 import site
 import subprocess
@@ -112,7 +113,7 @@ def _only_child(pid: int) -> int:
 
 def _why_no_pod() -> str | None:
   for program in ('unshare', 'nsenter', 'pgrep', 'pkill'):
-    if subprocess.run(['which', program], capture_output=True).returncode:
+    if shutil.which(program) is None:
       return f'the TPU pod test needs {program} (util-linux / procps)'
   return None
 

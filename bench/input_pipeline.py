@@ -70,7 +70,7 @@ def make_data(folder: str, num_videos: int, num_frames: int) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------
-# The reference design's host augmentation, in TF (spec "Spatial and colour augmentation").
+# The reference design's host augmentation, in TF (docs/recipes/cvrl.md, "Augmentation").
 
 
 def _uniform(seed, low, high):

@@ -34,6 +34,7 @@ import optax  # noqa: E402
 
 from cvrl_jax import augment  # noqa: E402
 from cvrl_jax import config_lib  # noqa: E402
+from cvrl_jax import startup  # noqa: E402
 from cvrl_jax.objectives import build_objective  # noqa: E402
 
 POLICIES = ('cvrl_view1', 'cvrl_view2')
@@ -141,6 +142,7 @@ def summarize(name: str, times: dict[str, list], clips: int) -> dict:
 
 def main(argv=None) -> None:
   args = parse_args(argv)
+  startup.configure_process()
   clips = args.batch * len(POLICIES)
   print(f'{jax.devices()[0].device_kind} x{jax.device_count()}, jax {jax.__version__}; '
         f'{args.batch} videos x {len(POLICIES)} clips of {args.frames} x {args.size}^2', flush=True)

@@ -172,7 +172,8 @@ def main(argv=None) -> None:
   flag = f'--xla_force_host_platform_device_count={args.devices}'
   os.environ['XLA_FLAGS'] = (os.environ.get('XLA_FLAGS', '') + ' ' + flag).strip()
   sys.path.insert(0, REPO_ROOT)
-  from cvrl_jax import models  # noqa: F401  (sets the CPU XLA flags before JAX starts)
+  from cvrl_jax import startup
+  startup.configure_process()
 
   config = load_config(args.config)
   with config.unlocked():

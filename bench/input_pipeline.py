@@ -24,6 +24,7 @@ import argparse
 import gc
 import glob
 import importlib.util
+import json
 import os
 import resource
 import sys
@@ -70,7 +71,7 @@ def make_data(folder: str, num_videos: int, num_frames: int) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------
-# The reference design's host augmentation, in TF (spec "Spatial and colour augmentation").
+# The reference design's host augmentation, in TF (docs/recipes/cvrl.md, "Augmentation").
 
 
 def _uniform(seed, low, high):
@@ -201,14 +202,25 @@ def main(argv=None) -> None:
   parser.add_argument('--frames', type=int, default=300)
   parser.add_argument('--train-clips-per-s', default='100,250,500,1000',
                       help='accelerator training speeds (clips/s) to size the host for')
+  parser.add_argument('--ours-only', action='store_true',
+                      help='measure our pipeline only (bench/accelerator.py uses this)')
+  parser.add_argument('--json', default='', help="with --ours-only, '-' also prints the result "
+                      "as one line 'JSON {...}'")
   args = parser.parse_args(argv)
   tf.config.threading.set_inter_op_parallelism_threads(args.threads)
   tf.config.threading.set_intra_op_parallelism_threads(args.threads)
 
   files = make_data(args.workdir, args.videos, args.frames)
+  ours = measure(ours_dataset(files, args.batch, 0), args.threads, args.warmup, args.batches)
+  if args.ours_only:
+    print(f'ours (decode-and-crop, uint8), {args.threads} thread(s): '
+          f"{ours['clips_per_cpu_s']:.1f} clips/s/core, "
+          f"{ours['wall_clips_per_s']:.1f} clips/s wall")
+    if args.json == '-':
+      print('JSON ' + json.dumps(ours))
+    return
   results = {
-      'ours (decode-and-crop, uint8)': measure(ours_dataset(files, args.batch, 0), args.threads,
-                                               args.warmup, args.batches),
+      'ours (decode-and-crop, uint8)': ours,
       'reference design (+ host colour/blur, float32)': measure(
           reference_dataset(files, args.batch, 0), args.threads, args.warmup, args.batches),
   }

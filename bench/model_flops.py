@@ -62,7 +62,9 @@ def conv_flops(model, variables, x_shape) -> int:
 def main(argv=None) -> None:
   args = parse_args(argv)
   sys.path.insert(0, REPO_ROOT)
-  from cvrl_jax import models  # sets the CPU XLA flags before JAX starts
+  from cvrl_jax import models
+  from cvrl_jax import startup
+  startup.configure_process()
   import jax
   import jax.numpy as jnp
 

@@ -256,7 +256,8 @@ def main(argv=None) -> None:
   if args.no_cpu_xla_flags:
     os.environ['CVRL_JAX_NO_XLA_FLAGS'] = '1'
   sys.path.insert(0, REPO_ROOT)
-  from cvrl_jax import models  # pylint: disable=unused-import  # sets XLA_FLAGS before JAX starts
+  from cvrl_jax import startup
+  startup.configure_process()
   import jax
   import numpy as np
 

@@ -1,4 +1,4 @@
-"""CVRL, R3D-50, Kinetics-400, 200 epochs (../shared/spec/cvrl.md, "Pretraining recipe").
+"""CVRL, R3D-50, Kinetics-400, 200 epochs (docs/recipes/cvrl.md, "Pretraining recipe").
 
 Batch 1024 videos (2048 clips), SGD momentum 0.9, LR 0.32 at batch 1024 with 5 warmup epochs then
 cosine, weight decay 1e-6 on kernels, bfloat16 compute, BN momentum 0.9 / eps 1e-5:

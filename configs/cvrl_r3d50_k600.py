@@ -1,4 +1,4 @@
-"""CVRL, R3D-50, Kinetics-600, 200 epochs = 71,488 steps (../shared/spec/cvrl.md).
+"""CVRL, R3D-50, Kinetics-600, 200 epochs = 71,488 steps (docs/recipes/cvrl.md).
 
 Same recipe as cvrl_r3d50_k400.py on K600's 366,016 training videos; the reference runs 71,488
 steps (366,016 x 200 / 1024, rounded up).

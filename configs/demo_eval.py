@@ -9,7 +9,7 @@ export of it); left empty, the same architecture at random initialisation is eva
       --config.init_checkpoint=/tmp/cvrl_demo --config.job=knn_eval
   python -m cvrl_jax.main --config=configs/demo_eval.py:/path/to/demo_data ...
 
-The linear probe uses the spec's optimiser (frozen encoder in inference mode, L2-normalised
+The linear probe uses the recipe's optimiser (frozen encoder in inference mode, L2-normalised
 features, Dense(10), SGD momentum 0.9, LR 32 at batch 1024 scaled linearly, warmup then cosine, no
 weight decay, 100 epochs) on cached centre-clip features: on two CPU cores a backbone pass per
 training step would take most of the demo's time. Its results are named
@@ -50,7 +50,7 @@ def get_config(data_dir: str = 'demo_data') -> ml_collections.ConfigDict:
   config.data.eval_num_temporal_views = 5
   config.data.eval_num_spatial_views = 1
 
-  # Linear probe: the spec's optimiser and epochs, on cached features.
+  # Linear probe: the recipe's optimiser and epochs, on cached features.
   config.eval.linear_cached_features = True
   config.eval.linear_standardize = True
   config.batch_size = 128

@@ -1,6 +1,6 @@
-"""Fine-tuning a pretrained R3D-50 on UCF101 (split 1), the spec's generic supervised video recipe.
+"""Fine-tuning a pretrained R3D-50 on UCF101 (split 1), the recipe's generic supervised video recipe.
 
-../shared/spec/cvrl.md "Evaluation": the reference has no CVRL fine-tune config; its generic
+docs/recipes/cvrl.md "Evaluation": the reference has no CVRL fine-tune config; its generic
 recipe is 32 frames at stride 2 and 224 x 224, batch 64, LR 0.8, 100 epochs, weight decay 1e-4
 (SGD momentum 0.9, warmup then cosine). The whole network trains, BatchNorm included; dropout 0.5
 before the classifier. Test: 10 temporal x 3 spatial views, softmax averaged, top-1/top-5.

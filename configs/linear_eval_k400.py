@@ -1,4 +1,4 @@
-"""Linear evaluation of a CVRL R3D-50 on Kinetics-400 (../shared/spec/cvrl.md "Evaluation").
+"""Linear evaluation of a CVRL R3D-50 on Kinetics-400 (docs/recipes/cvrl.md "Evaluation").
 
 Frozen encoder (BatchNorm in inference mode), L2-normalised 2048-d feature -> Dense(400); SGD
 momentum 0.9, LR 32 at batch 1024, 100 epochs with 5 warmup epochs, cosine, no weight decay.

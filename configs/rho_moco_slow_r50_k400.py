@@ -1,4 +1,4 @@
-"""rho-MoCo, Slow-R50 8x8, Kinetics-400, 200 epochs (../shared/spec/rho-family.md).
+"""rho-MoCo, Slow-R50 8x8, Kinetics-400, 200 epochs (docs/recipes/rho_family.md).
 
 Global batch 512 videos, 8 frames at stride 8, aug+ augmentation, 35 warmup epochs then cosine;
 SGD momentum 0.9, LR 0.4 at batch 512, weight decay 1e-4; momentum encoder m0 0.994 (cosine to 1);

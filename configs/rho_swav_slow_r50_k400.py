@@ -1,4 +1,4 @@
-"""rho-SwAV, Slow-R50 8x8, Kinetics-400, 200 epochs (../shared/spec/rho-family.md).
+"""rho-SwAV, Slow-R50 8x8, Kinetics-400, 200 epochs (docs/recipes/rho_family.md).
 
 Global batch 512 videos, 8 frames at stride 8, aug+ augmentation, 35 warmup epochs then cosine;
 SGD + LARS (trust 0.001), LR 4.8 at batch 512, weight decay 1e-6; projector 2048-2048-128 with BN;

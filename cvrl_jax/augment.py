@@ -1,8 +1,7 @@
 """On-device video augmentations as pure JAX functions, and the named policies built from them.
 
 Every op works on one clip, float32 `[T, H, W, 3]` in [0, 1], and every random draw is made once
-per clip, so all frames of a clip get the same transform (../shared/spec/cvrl.md, "Spatial and
-colour augmentation"). `augment_batch` vmaps the per-clip pipeline over the global batch inside
+per clip, so all frames of a clip get the same transform (docs/recipes/cvrl.md, "Augmentation"). `augment_batch` vmaps the per-clip pipeline over the global batch inside
 the jitted train step; nothing mixes examples, so a batch sharded over a mesh stays sharded.
 
 The ops follow the reference implementations numerically:
@@ -24,6 +23,8 @@ from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
 import jax
 import jax.numpy as jnp
+
+from cvrl_jax.config_lib import CVRL_CROP_AREA_RANGE, CVRL_CROP_ASPECT_RANGE
 
 Array = jax.Array
 Size = Union[int, Tuple[int, int]]
@@ -159,8 +160,8 @@ def crop_and_resize(clip: Array, box: CropBox, out_size: Size) -> Array:
 
 
 def random_resized_crop(key: Array, clip: Array, out_size: Size,
-                        area_range: Tuple[float, float] = (0.3, 1.0),
-                        aspect_range: Tuple[float, float] = (0.5, 2.0),
+                        area_range: Tuple[float, float] = CVRL_CROP_AREA_RANGE,
+                        aspect_range: Tuple[float, float] = CVRL_CROP_ASPECT_RANGE,
                         max_attempts: int = 100) -> Array:
   """One box per clip (see sample_crop_box), then bilinear resize to out_size; the aspect
   range is relative to the output's width / height, as in the reference."""
@@ -473,8 +474,8 @@ class AugmentPolicy:
   blur_sigma: Tuple[float, float] = (0.1, 2.0)
   solarize_prob: float = 0.0
   crop_size: Optional[Tuple[int, int]] = None
-  crop_area_range: Tuple[float, float] = (0.3, 1.0)
-  crop_aspect_range: Tuple[float, float] = (0.5, 2.0)
+  crop_area_range: Tuple[float, float] = CVRL_CROP_AREA_RANGE
+  crop_aspect_range: Tuple[float, float] = CVRL_CROP_ASPECT_RANGE
   crop_max_attempts: int = 100
 
   def __post_init__(self):
@@ -513,7 +514,7 @@ class AugmentPolicy:
 
 
 def cvrl_policy(strength: float = 1.0, **overrides) -> AugmentPolicy:
-  """CVRL's policy (spec cvrl.md): flip 0.5, colour jitter 0.8 at `strength`, grayscale 0.2,
+  """CVRL's policy (docs/recipes/cvrl.md): flip 0.5, colour jitter 0.8 at `strength`, grayscale 0.2,
   blur sigma U[0.1, 2.0]; `overrides` set other fields (blur_prob, solarize_prob, ...)."""
   brightness, contrast, saturation, hue = cvrl_jitter_strengths(strength)
   return AugmentPolicy(brightness=brightness, contrast=contrast, saturation=saturation, hue=hue,
@@ -524,7 +525,7 @@ POLICIES = {
     # CVRL's asymmetric pair: view 1 always blurred; view 2 blurred 0.1 and solarised 0.2.
     'cvrl_view1': cvrl_policy(blur_prob=1.0),
     'cvrl_view2': cvrl_policy(blur_prob=0.1, solarize_prob=0.2),
-    # rho-family aug+ (spec rho-family.md): torchvision ColorJitter(0.6, 0.6, 0.6, 0.15) w.p. 0.8,
+    # rho-family aug+ (docs/recipes/rho_family.md): torchvision ColorJitter(0.6, 0.6, 0.6, 0.15) w.p. 0.8,
     # grayscale 0.2, blur 0.5; crop scale [0.2, 0.766], aspect [0.75, 1.333].
     'aug_plus': AugmentPolicy(
         brightness=0.6, contrast=0.6, saturation=0.6, hue=0.15, jitter_style='torchvision',

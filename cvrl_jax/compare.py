@@ -30,6 +30,7 @@ from absl import logging
 import ml_collections
 
 from cvrl_jax import logs
+from cvrl_jax import startup
 from cvrl_jax.objectives import rho_config
 
 METHODS = ('cvrl',) + rho_config.METHODS
@@ -233,10 +234,7 @@ def main(argv: Sequence[str]) -> None:
   if not _WORKDIR.value:
     raise app.UsageError('--workdir is required.')
   logs.setup_logging()
-  # TensorFlow only feeds the input pipelines: keep it off the accelerators JAX uses.
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.config.set_visible_devices([], 'GPU')
-  tf.config.set_visible_devices([], 'TPU')
+  startup.configure_process()
   try:
     seeds = [int(seed) for seed in _SEEDS.value]
   except ValueError:

@@ -1,10 +1,16 @@
-"""Defaults shared by every config in configs/, following ../shared/spec/cvrl.md.
+"""Defaults shared by every config in configs/, following docs/recipes/cvrl.md.
 
 A config file in configs/ calls `base_config()` and overrides what its experiment changes, so
 every config exposes the same keys and a misspelt override fails (ml_collections configs are
 locked against new keys after this function returns them).
 """
 import ml_collections
+
+# CVRL's random resized crop of every clip (docs/recipes/cvrl.md, "Augmentation"): box area 30-100% of the frame,
+# aspect ratio 1:2 to 2:1. The objectives, the linear probe's training clips and the on-device
+# crop default to these.
+CVRL_CROP_AREA_RANGE = (0.3, 1.0)
+CVRL_CROP_ASPECT_RANGE = (0.5, 2.0)
 
 
 def data_config() -> ml_collections.ConfigDict:
@@ -18,7 +24,7 @@ def data_config() -> ml_collections.ConfigDict:
   d.tfds_eval_split = 'test'
   d.num_classes = 0
   d.num_train_examples = 0  # 0: counted from the files at start
-  # Pretraining clips: 16 frames at stride 2, cropped to 224 (spec "Temporal sampling").
+  # Pretraining clips: 16 frames at stride 2, cropped to 224 (docs/recipes/cvrl.md, "Temporal sampling").
   d.num_frames = 16
   d.frame_stride = 2
   d.image_size = 224
@@ -28,7 +34,7 @@ def data_config() -> ml_collections.ConfigDict:
   d.host_split = 'files'  # 'files' | 'records' (see docs/architecture.md)
   d.num_parallel_calls = -1  # -1: tf.data AUTOTUNE
   d.prefetch = 2
-  # Evaluation clips (spec "Evaluation"): 32 frames at stride 2; test = 10 temporal x 3 spatial
+  # Evaluation clips (docs/recipes/cvrl.md, "Evaluation"): 32 frames at stride 2; test = 10 temporal x 3 spatial
   # crops of 256 after a short-side resize to 256.
   d.eval_num_frames = 32
   d.eval_frame_stride = 2
@@ -55,7 +61,7 @@ def model_config() -> ml_collections.ConfigDict:
 
 
 def eval_config() -> ml_collections.ConfigDict:
-  """Evaluation jobs and the online kNN monitor (spec cvrl.md "Evaluation", rho-family "Monitoring")."""
+  """Evaluation jobs and the online kNN monitor (docs/recipes/cvrl.md "Evaluation", rho_family.md "Monitoring")."""
   e = ml_collections.ConfigDict()
   e.batch_size = 64  # global videos per feature-extraction / test batch (each with all its views)
   e.test_mode = 'test_views'  # linear_eval/finetune test: 'test_views' (10 x 3 views) | 'center_clip'

@@ -18,6 +18,7 @@ import time
 from typing import Dict, Mapping, Tuple
 
 from cvrl_jax import logs
+from cvrl_jax import startup
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(REPO_ROOT, 'configs')
@@ -133,9 +134,7 @@ def main(argv=None) -> None:
   parser.add_argument('--seed', type=int, default=0, help='pretraining and evaluation seed')
   args = parser.parse_args(argv)
   logs.setup_logging()
-  # TensorFlow only reads the data: keep it off any accelerator JAX uses.
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.config.set_visible_devices([], 'GPU')
+  startup.configure_process()
   run_demo(args.workdir, args.seed)
 
 

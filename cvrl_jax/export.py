@@ -30,6 +30,7 @@ from jax.sharding import Mesh
 from cvrl_jax import config_lib
 from cvrl_jax import models
 from cvrl_jax import sharding
+from cvrl_jax import startup
 
 PyTree = Any
 FORMAT = 'cvrl_jax.backbone/1'
@@ -288,6 +289,7 @@ def _define_flags() -> None:
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  startup.configure_process()
   workdir = flags.FLAGS.workdir
   output = flags.FLAGS.output or os.path.join(workdir, 'backbone')
   path = export_workdir(workdir, output, flags.FLAGS.step)

@@ -26,7 +26,7 @@ def dataset_statistics(files: Sequence[str], max_records: int = 0) -> dict:
   """{'num_videos', 'frames': int array per video, 'labels': Counter of first label index}."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from cvrl_jax.data import dmvr  # pylint: disable=g-import-not-at-top
-  from cvrl_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from cvrl_jax.data import sources  # pylint: disable=g-import-not-at-top
 
   def summarise(record):
     parsed = dmvr.parse_sequence_example(record, frames_only=True)
@@ -42,8 +42,8 @@ def dataset_statistics(files: Sequence[str], max_records: int = 0) -> dict:
       frames.extend(count.tolist())
       labels.update(label.tolist())
   except tf.errors.DataLossError as e:
-    bad = pipeline.find_corrupt_file(files) or 'one of the files'
-    raise pipeline.corrupt_file_error(bad, e) from None
+    bad = sources.find_corrupt_file(files) or 'one of the files'
+    raise sources.corrupt_file_error(bad, e) from None
   return {'num_videos': len(frames), 'frames': np.asarray(frames, np.int64), 'labels': labels}
 
 
@@ -73,8 +73,8 @@ def sample_views(files: Sequence[str], *, num_videos: int, num_frames: int, fram
   cfg.num_frames, cfg.frame_stride, cfg.image_size = num_frames, frame_stride, image_size
   cfg.shuffle_buffer = max(num_videos, 16)
   iterator = pipeline.make_pretrain_iterator(
-      cfg, num_clips=2, sampler='cvrl_pair', crop_area_range=(0.3, 1.0),
-      crop_aspect_range=(0.5, 2.0), global_batch_size=num_videos, seed=seed, process_index=0,
+      cfg, num_clips=2, sampler='cvrl_pair', crop_area_range=config_lib.CVRL_CROP_AREA_RANGE,
+      crop_aspect_range=config_lib.CVRL_CROP_ASPECT_RANGE, global_batch_size=num_videos, seed=seed, process_index=0,
       process_count=1)
   return next(iterator)
 
@@ -117,9 +117,9 @@ def main(argv=None) -> int:
   args = parser.parse_args(argv)
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
   from cvrl_jax.data import dmvr  # pylint: disable=g-import-not-at-top
-  from cvrl_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from cvrl_jax.data import sources  # pylint: disable=g-import-not-at-top
   try:
-    files = pipeline.resolve_files(','.join(args.files))
+    files = sources.resolve_files(','.join(args.files))
     names = dmvr.read_labels(os.path.dirname(os.path.abspath(files[0])))
     stats = dataset_statistics(files, args.max_records)
     print(format_statistics(stats, len(files), names))

@@ -18,6 +18,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from cvrl_jax import logs
+from cvrl_jax import startup
 
 # config.job -> 'module:function' with signature fn(config, workdir) -> {metric: value}.
 # Imported on demand, so a job's dependencies load only when it runs.
@@ -108,24 +109,21 @@ def main(argv: Sequence[str]) -> None:
   if config.job not in JOBS:
     sys.exit(f'config.job={config.job!r} is not a known job; choose one of {sorted(JOBS)}.')
 
-  # TensorFlow only feeds the input pipeline: keep it off the accelerators JAX uses.
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  tf.config.set_visible_devices([], 'GPU')
-  tf.config.set_visible_devices([], 'TPU')
+  startup.configure_process()
   try:
     initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   except ValueError as e:  # incomplete or malformed multi-host settings
     sys.exit(f'Error: {e}')
 
   import jax  # pylint: disable=g-import-not-at-top
-  from cvrl_jax import trainer  # pylint: disable=g-import-not-at-top
+  from cvrl_jax import run_utils  # pylint: disable=g-import-not-at-top
   logging.info('JAX %s: process %d of %d, %d local / %d global devices (%s).', jax.__version__,
                jax.process_index(), jax.process_count(), jax.local_device_count(),
                jax.device_count(), jax.devices()[0].platform)
   job = get_job(config.job)
   try:
     job(config, os.path.abspath(_WORKDIR.value))
-  except trainer.NonFiniteLossError as e:
+  except run_utils.NonFiniteLossError as e:
     sys.exit(str(e))  # exit status 1
   except (ValueError, FileNotFoundError) as e:  # bad config values or data: one sentence
     logging.debug('Traceback of the error below:', exc_info=True)  # shown with --verbosity=1

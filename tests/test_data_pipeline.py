@@ -15,8 +15,11 @@ import tensorflow as tf
 from PIL import Image
 
 from cvrl_jax import config_lib
+from cvrl_jax.data import clips as clips_lib
 from cvrl_jax.data import dmvr
 from cvrl_jax.data import pipeline
+from cvrl_jax.data import sources
+from cvrl_jax.data import stream as stream_lib
 
 LENGTHS = [5, 9, 12, 20, 33, 40, 14, 26, 7, 18]  # frames of videos 0..9
 FILE_SPLIT = 7  # videos 0-6 in one file, 7-9 in the other
@@ -143,7 +146,7 @@ def test_decode_and_crop_matches_decode_then_crop(subsampling):
       (160, 120), Image.BILINEAR))
   encoded = tf.constant([_jpeg(image, subsampling=subsampling)] * 2)
   seed = tf.constant([4, 2], tf.int64)
-  ours = pipeline._random_resized_crop_clip(  # pylint: disable=protected-access
+  ours = clips_lib.random_resized_crop_clip(
       encoded, seed, jpeg=True, size=32, area_range=(0.3, 1.0), aspect_range=(0.5, 2.0))
   begin, size, _ = tf.image.stateless_sample_distorted_bounding_box(
       [120, 160, 3], tf.constant([[[0.0, 0.0, 1.0, 1.0]]]), seed=seed, min_object_covered=0.1,
@@ -234,7 +237,7 @@ def test_eval_covers_every_example_once_over_hosts(flat_files, host_split):
       assert batch['video'].shape == (2, 1, 4, 16, 16, 3) and batch['mask'].dtype == bool
       seen.extend(batch['label'][batch['mask']].tolist())
       assert not batch['video'][~batch['mask']].any()
-      assert (batch['key'][~batch['mask']] == pipeline.PAD_KEY).all()
+      assert (batch['key'][~batch['mask']] == stream_lib.PAD_KEY).all()
   assert sorted(seen) == list(range(10))
   if host_split == 'records':  # in file order, 3 global batches of 4 (2 padding rows)
     assert len(per_host[0]) == 3
@@ -299,7 +302,7 @@ def test_eval_resize_matches_tensorflow_resize(tmp_path):
 
 
 def test_count_records_reads_or_uses_the_converter_summary(flat_files):
-  assert pipeline.count_records(flat_files) == 10
+  assert sources.count_records(flat_files) == 10
   folder = os.path.dirname(flat_files[0])
   shards = {os.path.basename(p): {'records': 70 if p.endswith('a.tfrecord') else 3,
                                   'bytes': os.path.getsize(p)} for p in flat_files}
@@ -307,17 +310,17 @@ def test_count_records_reads_or_uses_the_converter_summary(flat_files):
   with open(summary, 'w') as f:
     json.dump({'shards': shards}, f)
   try:
-    assert pipeline.count_records(flat_files) == 73  # the summary is trusted when sizes match
+    assert sources.count_records(flat_files) == 73  # the summary is trusted when sizes match
     shards['a.tfrecord']['bytes'] += 1
     with open(summary, 'w') as f:
       json.dump({'shards': shards}, f)
-    assert pipeline.count_records(flat_files) == 10  # a size mismatch: read the file
+    assert sources.count_records(flat_files) == 10  # a size mismatch: read the file
   finally:
     os.remove(summary)
   cfg = _cfg(flat_files)
-  assert pipeline.num_examples(cfg, 'eval') == 10
+  assert sources.num_examples(cfg, 'eval') == 10
   cfg.num_train_examples = 1234
-  assert pipeline.num_examples(cfg, 'train') == 1234
+  assert sources.num_examples(cfg, 'train') == 1234
 
 
 # ------------------------------------------------------------------------------------------------
@@ -342,7 +345,7 @@ def test_damaged_tfrecord_names_the_file(flat_files, broken_files, kind):
   with pytest.raises(ValueError, match=message):
     _pretrain(cfg, 4)
   with pytest.raises(ValueError, match=broken_files[kind]):
-    pipeline.count_records([flat_files[1], broken_files[kind]])
+    sources.count_records([flat_files[1], broken_files[kind]])
 
 
 def test_record_without_frames_is_a_clear_error(tmp_path):

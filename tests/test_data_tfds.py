@@ -4,6 +4,7 @@ import pytest
 
 from cvrl_jax import config_lib
 from cvrl_jax.data import pipeline
+from cvrl_jax.data import sources
 
 tfds = pytest.importorskip('tensorflow_datasets')
 
@@ -54,7 +55,7 @@ def _indices(clips):
 
 
 def test_pretraining_from_tfds_samples_real_frames(tfds_cfg):
-  source = pipeline._make_source(  # pylint: disable=protected-access
+  source = sources.make_source(
       tfds_cfg, 'train', process_index=0, process_count=1, host_split='files')
   assert source.jpeg == tfds_cfg.tfds_name.endswith('jpeg')  # JPEG frames: decode-and-crop
   iterator = pipeline.make_pretrain_iterator(
@@ -69,7 +70,7 @@ def test_pretraining_from_tfds_samples_real_frames(tfds_cfg):
     for video, label in zip(batch['video'], batch['label']):
       indices = _indices(video)
       np.testing.assert_array_equal(indices, (indices[:, :1] + 2 * np.arange(4)) % LENGTHS[label])
-  assert pipeline.num_examples(tfds_cfg, 'eval') == len(LENGTHS) - TRAIN
+  assert sources.num_examples(tfds_cfg, 'eval') == len(LENGTHS) - TRAIN
 
 
 @pytest.mark.parametrize('host_split', ['files', 'records'])
@@ -89,4 +90,4 @@ def test_unknown_tfds_dataset_is_a_clear_error():
   cfg = config_lib.data_config()
   cfg.tfds_name = 'no_such_dataset_here'
   with pytest.raises(ValueError, match="Cannot open TFDS dataset 'no_such_dataset_here'"):
-    pipeline.num_examples(cfg, 'eval')
+    sources.num_examples(cfg, 'eval')

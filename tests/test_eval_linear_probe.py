@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from cvrl_jax import trainer
+from cvrl_jax import run_utils
 from cvrl_jax.evaluate import linear
 
 NUM_CLASSES = 3
@@ -39,8 +39,8 @@ def _fit(features, labels, to_probe_params, steps=200, lr=0.5):
   params = probe.init(jax.random.key(0), jnp.zeros((1, features.shape[1])))['params']
   schedule = optax.constant_schedule(lr)
   tx = optax.sgd(schedule, momentum=0.9)
-  state = trainer.TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats={},
-                             aux={}, opt_state=tx.init(params))
+  state = run_utils.TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats={},
+                               aux={}, opt_state=tx.init(params))
   feats, labels = jnp.asarray(features, jnp.float32), jnp.asarray(labels, jnp.int32)
   step = jax.jit(lambda s: linear.head_update(probe, tx, schedule, s, feats, labels,
                                               jnp.ones(labels.shape, bool), to_probe_params)[0])

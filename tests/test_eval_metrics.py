@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import eval_numpy
+from cvrl_jax import models
 from cvrl_jax import sharding
 from cvrl_jax.evaluate import knn
 from cvrl_jax.evaluate import views
@@ -54,7 +55,8 @@ def test_knn_vote_matches_numpy():
   query, bank = rng.normal(size=(9, 8)), rng.normal(size=(50, 8))
   bank_labels = rng.integers(0, 4, size=50)
   sims, labels = knn.nearest_neighbours(
-      knn.l2_normalize(jnp.asarray(query)), knn.l2_normalize(jnp.asarray(bank)),
+      models.l2_normalize(jnp.asarray(query, jnp.float32)),
+      models.l2_normalize(jnp.asarray(bank, jnp.float32)),
       jnp.asarray(bank_labels), 20)
   scores = np.asarray(knn.knn_vote(sims, labels, 4, temperature=0.07))
   np.testing.assert_allclose(scores, eval_numpy.knn_scores(query, bank, bank_labels, 4, 20, 0.07),

@@ -15,7 +15,7 @@ from cvrl_jax import checkpoint as checkpoint_lib
 from cvrl_jax import config_lib
 from cvrl_jax import export
 from cvrl_jax import sharding
-from cvrl_jax import trainer
+from cvrl_jax import run_utils
 from cvrl_jax.objectives import build_objective
 
 
@@ -52,8 +52,8 @@ def pretraining_workdir(tmp_path_factory):
   clips = jnp.zeros((1, 2, 4, 32, 32, 3))
   params, batch_stats, aux = jax.eval_shape(objective.init, jax.random.key(0), clips)
   params, batch_stats = random_like(params, 1), random_like(batch_stats, 2)
-  state = trainer.TrainState(step=jnp.asarray(7, jnp.int32), params=params, batch_stats=batch_stats,
-                             aux=aux, opt_state=optax.sgd(0.1, momentum=0.9).init(params))
+  state = run_utils.TrainState(step=jnp.asarray(7, jnp.int32), params=params,
+                               batch_stats=batch_stats, aux=aux, opt_state=optax.sgd(0.1, momentum=0.9).init(params))
   workdir = str(tmp_path_factory.mktemp('pretrain'))
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
     json.dump(config.to_dict(), f)

@@ -18,6 +18,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from cvrl_jax import run_utils
 from cvrl_jax import trainer
 import train_testlib as lib
 
@@ -157,7 +158,7 @@ def test_divergence_stops_without_saving(uninterrupted, env, tmp_path):
 
   config = lib.demo_config(env.data)
   config.checkpoint.every_steps = 1
-  with pytest.raises(trainer.NonFiniteLossError) as error:
+  with pytest.raises(run_utils.NonFiniteLossError) as error:
     trainer.pretrain(config, workdir)
   message = str(error.value)
   assert 'at step 4' in message and 'parameter norm is' in message

@@ -12,7 +12,7 @@ from jax.sharding import PartitionSpec as P
 
 from cvrl_jax import checkpoint
 from cvrl_jax import sharding
-from cvrl_jax import trainer
+from cvrl_jax import run_utils
 
 
 def _mesh_cfg(data, fsdp):
@@ -104,7 +104,7 @@ def test_checkpoint_keeps_the_last_n_and_restores_state_and_position(tmp_path):
 
 def test_sigterm_sets_the_preemption_flag_and_is_restored_after():
   before = signal.getsignal(signal.SIGTERM)
-  watcher = trainer.PreemptionWatcher()
+  watcher = run_utils.PreemptionWatcher()
   assert not watcher.reached(1)
   os.kill(os.getpid(), signal.SIGTERM)
   assert watcher.reached(2)
@@ -113,7 +113,7 @@ def test_sigterm_sets_the_preemption_flag_and_is_restored_after():
 
 
 def test_progress_line():
-  line = trainer.progress_line(100, 1100, {'loss': 4.25, 'contrastive_accuracy': 0.5},
+  line = run_utils.progress_line(100, 1100, {'loss': 4.25, 'contrastive_accuracy': 0.5},
                                steps_per_sec=2.0, clips_per_step=2048)
   assert line == ('step 100/1100 (9.1%) | loss 4.25 | contrastive_accuracy 0.5 | 2.00 steps/s | '
                   '4096.0 clips/s | ETA 0:08:20')

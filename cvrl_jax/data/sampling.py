@@ -1,4 +1,4 @@
-"""Temporal and spatial view samplers (spec: "Temporal sampling" and "Evaluation").
+"""Temporal and spatial view samplers (docs/recipes/cvrl.md, "Temporal sampling" and "Evaluation").
 
 Every sampler is a pure function of TensorFlow ops usable inside a tf.data map. Random ones are
 stateless: they take an explicit seed tensor of shape [2] (int32 or int64), so a clip depends
@@ -41,7 +41,7 @@ def gap_pdf(k: np.ndarray, m: float, power: float = 1.0) -> np.ndarray:
 
 
 def gap_cdf(k: np.ndarray, m: float, power: float = 1.0) -> np.ndarray:
-  """NumPy reference: the spec's CDF, -k^(p+1) / (p M^(p+1)) + k (p+1) / (p M), on [0, M]."""
+  """NumPy reference: the recipe's CDF, -k^(p+1) / (p M^(p+1)) + k (p+1) / (p M), on [0, M]."""
   k = np.clip(np.asarray(k, np.float64), 0.0, m)
   return -k ** (power + 1) / (power * m ** (power + 1)) + k * (power + 1) / (power * m)
 
@@ -124,7 +124,7 @@ def eval_temporal_starts(video_len: tf.Tensor, num_views: int, clip_len: int,
                          stride: int) -> tf.Tensor:
   """Starts of evenly spaced test clips (int32 [num_views]).
 
-  linspace(0, max(0, L - T * s), num_views) truncated to integers (spec: L - 64 for 32 x 2).
+  linspace(0, max(0, L - T * s), num_views) truncated to integers (the recipe: L - 64 for 32 x 2).
   """
   last = tf.maximum(0, tf.cast(video_len, tf.int32) - clip_len * stride)
   return tf.cast(tf.linspace(0.0, tf.cast(last, tf.float32), num_views), tf.int32)

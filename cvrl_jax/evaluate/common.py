@@ -16,7 +16,7 @@ from cvrl_jax import config_lib
 from cvrl_jax import export
 from cvrl_jax import optim
 from cvrl_jax import sharding
-from cvrl_jax import trainer
+from cvrl_jax import run_utils
 from cvrl_jax.data import pipeline
 from cvrl_jax.evaluate import features
 from cvrl_jax.evaluate import views
@@ -27,7 +27,7 @@ CONFIG_FILE = 'config.json'
 
 
 def write_results(workdir: str, results: Mapping[str, float]) -> None:
-  trainer.write_json(os.path.join(workdir, RESULTS_FILE),
+  run_utils.write_json(os.path.join(workdir, RESULTS_FILE),
                      {k: float(v) for k, v in results.items()})
 
 
@@ -44,7 +44,7 @@ def start_job(config: ml_collections.ConfigDict, workdir: str) -> Mesh:
     raise ValueError(f'The workdir {workdir} is the init_checkpoint itself; give the evaluation '
                      'its own workdir so the pretraining run\'s config.json and results.json stay.')
   os.makedirs(workdir, exist_ok=True)
-  trainer.write_json(os.path.join(workdir, CONFIG_FILE), config.to_dict())
+  run_utils.write_json(os.path.join(workdir, CONFIG_FILE), config.to_dict())
   mesh = sharding.make_mesh(config.mesh)
   logging.info('%s on a mesh %s of %d devices (%d processes).', config.job, dict(mesh.shape),
                mesh.size, jax.process_count())
@@ -70,7 +70,7 @@ def metric_writer(workdir: str) -> metric_writers.MetricWriter:
 
 class ClassifierEvaluator:
   """Top-1/top-5 on the eval split, softmax averaged over the views of config.eval.test_mode
-  (the spec's 10 temporal x 3 spatial views by default). big_vision's evaluator shape.
+  (the recipe's 10 temporal x 3 spatial views by default). big_vision's evaluator shape.
 
   `logits_fn(variables, video uint8 [B, V, T, H, W, 3]) -> logits [B, V, classes]`.
   """
@@ -129,7 +129,7 @@ def train_loop(train_step: Callable[[Any, Any], Tuple[Any, Mapping[str, jax.Arra
                log_every_steps: int, examples_per_step: int, name: str
                ) -> Tuple[Any, Dict[str, float]]:
   """Runs `state, metrics = train_step(state, batch)` num_steps times with progress lines and
-  TensorBoard scalars; stops with trainer.NonFiniteLossError on a non-finite loss."""
+  TensorBoard scalars; stops with run_utils.NonFiniteLossError on a non-finite loss."""
   last_time, last_step = time.time(), 0
   metrics: Dict[str, float] = {}
   for step in range(1, num_steps + 1):
@@ -137,14 +137,14 @@ def train_loop(train_step: Callable[[Any, Any], Tuple[Any, Mapping[str, jax.Arra
     if step % log_every_steps == 0 or step == num_steps:
       metrics = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
       if not np.isfinite(metrics['loss']):
-        raise trainer.NonFiniteLossError(
+        raise run_utils.NonFiniteLossError(
             f'{name}: the loss became {metrics["loss"]} at step {step}; lower '
             'config.optim.base_lr.')
       now = time.time()
       steps_per_sec = (step - last_step) / max(now - last_time, 1e-9)
       last_time, last_step = now, step
       writer.write_scalars(step, metrics)
-      logging.info('%s: %s', name, trainer.progress_line(step, num_steps, metrics, steps_per_sec,
+      logging.info('%s: %s', name, run_utils.progress_line(step, num_steps, metrics, steps_per_sec,
                                                          examples_per_step))
   writer.flush()
   return state, metrics

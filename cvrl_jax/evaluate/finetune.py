@@ -1,6 +1,6 @@
 """The finetune job: the whole network (encoder + classifier) trained on labelled videos.
 
-Recipe (../shared/spec/cvrl.md "Evaluation": the reference has no CVRL fine-tune config; its
+Recipe (docs/recipes/cvrl.md "Evaluation": the reference has no CVRL fine-tune config; its
 generic supervised video recipe): 32-frame clips at stride 2, 224 crops, batch 64, LR 0.8, 100
 epochs, weight decay 1e-4 on kernels, SGD momentum 0.9, warmup then cosine (configs/finetune_*.py).
 BatchNorm trains (statistics over the global batch); dropout before the classifier
@@ -23,8 +23,8 @@ from jax.sharding import Mesh
 from cvrl_jax import augment
 from cvrl_jax import models
 from cvrl_jax import sharding
-from cvrl_jax import trainer
-from cvrl_jax.data import pipeline
+from cvrl_jax import run_utils
+from cvrl_jax.data import sources
 from cvrl_jax.evaluate import common
 
 PyTree = Any
@@ -63,8 +63,8 @@ def init_state(network: VideoClassifier, encoder: PyTree, config: ml_collections
 
   def make_state(rng, encoder):
     params, batch_stats = init(rng, encoder)
-    return trainer.TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                              batch_stats=batch_stats, aux={}, opt_state=tx.init(params))
+    return run_utils.TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                                batch_stats=batch_stats, aux={}, opt_state=tx.init(params))
 
   shardings = sharding.state_shardings(jax.eval_shape(make_state, rng, encoder), mesh,
                                        config.mesh.fsdp_min_size)
@@ -78,7 +78,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float
   backbone, encoder, _ = common.load_encoder(config, mesh)
   network = VideoClassifier(backbone=backbone, num_classes=config.data.num_classes,
                             dropout=config.eval.finetune_dropout)
-  num_train = pipeline.num_examples(config.data, 'train')
+  num_train = sources.num_examples(config.data, 'train')
   state, shardings, tx, schedule, num_steps = init_state(network, encoder, config, num_train, mesh)
   del encoder
   base_key = jax.random.fold_in(jax.random.key(config.seed), 5)

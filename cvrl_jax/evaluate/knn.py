@@ -1,8 +1,8 @@
 """Weighted kNN classification and nearest-neighbour retrieval on a memory bank of features.
 
-kNN (Wu et al., 2018, the monitor PySlowFast reports; ../shared/spec/rho-family.md "Monitoring"):
+kNN (Wu et al., 2018, the monitor PySlowFast reports; docs/recipes/rho_family.md "Monitoring"):
 the k = 200 training videos most similar (cosine) to a query vote for their class with weight
-exp(sim / T). T = 0.07 is that monitor's temperature; the spec does not fix it.
+exp(sim / T). T = 0.07 is that monitor's temperature; the recipe does not fix it.
 
 Retrieval (Xu et al., 2019, the VCOP protocol): the query's top-k most similar training videos are
 retrieved; top-k is a hit when any of them has the query's class; k in 1, 5, 10, 20, 50.
@@ -32,12 +32,6 @@ PyTree = Any
 DEFAULT_K = 200
 DEFAULT_TEMPERATURE = 0.07
 RETRIEVAL_KS = (1, 5, 10, 20, 50)
-
-
-def l2_normalize(x: jax.Array, axis: int = -1, eps: float = 1e-12) -> jax.Array:
-  """x / max(||x||, eps) along `axis` (float32)."""
-  x = x.astype(jnp.float32)
-  return x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=axis, keepdims=True), eps * eps))
 
 
 def nearest_neighbours(queries: jax.Array, bank: jax.Array, bank_labels: jax.Array, k: int
@@ -81,7 +75,8 @@ def _scorer(mesh: Mesh, search_k: int, k: int, temperature: float, num_classes: 
   """The jitted per-chunk search and scoring, one per setting (a monitor reuses its compilation)."""
 
   def score(bank, bank_labels, queries, query_labels):
-    sims, neighbour_labels = nearest_neighbours(l2_normalize(queries), bank, bank_labels, search_k)
+    queries = models.l2_normalize(queries.astype(jnp.float32))
+    sims, neighbour_labels = nearest_neighbours(queries, bank, bank_labels, search_k)
     out = {f'retrieval/top{rk}': hit for rk, hit in
            retrieval_hits(neighbour_labels, query_labels, retrieval_ks).items()}
     if num_classes:
@@ -122,7 +117,7 @@ class MemoryBank:
                           tuple(int(rk) for rk in retrieval_ks))
     self._chunk = queries_per_device * mesh.size
     replicated = sharding.replicated(mesh)
-    self._bank = jax.device_put(np.asarray(l2_normalize(jnp.asarray(features))), replicated)
+    self._bank = jax.device_put(np.asarray(models.l2_normalize(jnp.asarray(features, jnp.float32))), replicated)
     self._bank_labels = jax.device_put(labels, replicated)
 
   def _chunks(self, features: np.ndarray, labels: np.ndarray

@@ -1,6 +1,6 @@
 """The linear_eval job: a linear classifier on the frozen encoder's L2-normalised features.
 
-Recipe (../shared/spec/cvrl.md "Evaluation"): the backbone is frozen with BatchNorm in inference
+Recipe (docs/recipes/cvrl.md "Evaluation"): the backbone is frozen with BatchNorm in inference
 mode; its feature is L2-normalised and fed to Dense(num_classes); SGD momentum 0.9, LR 32 at batch
 1024 (linear scaling), warmup then cosine, no weight decay (the linear configs set these). Training
 clips: one random clip per video with the host's random resized crop ('train_clip' mode) and a
@@ -20,7 +20,7 @@ direction and under-fits (BENCHMARKS.md, "Demo"); MAE's linear probe puts a para
 BatchNorm before its classifier for the same reason. As there (and in scikit-learn's
 StandardScaler) every dimension gets unit variance, so the classifier's input has norm about
 sqrt(C) instead of 1 and a given LR takes C times larger steps in the logits: choose the LR for
-that (the demo keeps the spec's, with C = 128).
+that (the demo keeps the recipe's, with C = 128).
 """
 import dataclasses
 from typing import Any, Callable, Dict, Iterator, Tuple
@@ -37,11 +37,10 @@ from jax.sharding import Mesh
 from cvrl_jax import augment
 from cvrl_jax import models
 from cvrl_jax import sharding
-from cvrl_jax import trainer
-from cvrl_jax.data import pipeline
+from cvrl_jax import run_utils
+from cvrl_jax.data import sources
 from cvrl_jax.evaluate import common
 from cvrl_jax.evaluate import features
-from cvrl_jax.evaluate import knn
 
 PyTree = Any
 TRAIN_POLICY = 'flip_only'
@@ -65,7 +64,7 @@ class FeatureStandardizer:
 
   @classmethod
   def fit(cls, features_: np.ndarray) -> 'FeatureStandardizer':
-    x = np.asarray(knn.l2_normalize(jnp.asarray(features_)), np.float64)
+    x = np.asarray(models.l2_normalize(jnp.asarray(features_, jnp.float32)), np.float64)
     mean, std = x.mean(0), x.std(0)
     # A dimension constant over the training set (a ReLU never active) carries no information;
     # dropping it keeps a test video where it fires from meeting a huge weight.
@@ -93,9 +92,9 @@ def probe_param_map(config: ml_collections.ConfigDict, train_features: Callable[
 
 
 def head_update(probe: nn.Module, tx: optax.GradientTransformation, schedule: optax.Schedule,
-                state: trainer.TrainState, feats: jax.Array, labels: jax.Array, mask: jax.Array,
+                state: run_utils.TrainState, feats: jax.Array, labels: jax.Array, mask: jax.Array,
                 to_probe_params: Callable[[PyTree], PyTree] = _identity
-                ) -> Tuple[trainer.TrainState, Dict[str, jax.Array]]:
+                ) -> Tuple[run_utils.TrainState, Dict[str, jax.Array]]:
   """One SGD step of the classifier on features [B, C] (rows with mask False carry no weight).
   The trained parameters are to_probe_params(state.params) (see FeatureStandardizer)."""
   weight = mask.astype(jnp.float32)
@@ -118,15 +117,15 @@ def head_update(probe: nn.Module, tx: optax.GradientTransformation, schedule: op
 
 def init_probe_state(probe: nn.Module, num_features: int, config: ml_collections.ConfigDict,
                      num_train_examples: int, mesh: Mesh
-                     ) -> Tuple[trainer.TrainState, optax.GradientTransformation, optax.Schedule,
-                                int]:
+                     ) -> Tuple[run_utils.TrainState, optax.GradientTransformation,
+                                optax.Schedule, int]:
   rng = jax.random.fold_in(jax.random.key(config.seed), 2)
   params = jax.jit(lambda r: probe.init(r, jnp.zeros((1, num_features)))['params'],
                    out_shardings=sharding.replicated(mesh))(rng)
   schedule, tx, num_steps = common.schedule_and_optimizer(config, num_train_examples, params)
   opt_state = jax.jit(tx.init, out_shardings=sharding.replicated(mesh))(params)
-  state = trainer.TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats={}, aux={},
-                             opt_state=opt_state)
+  state = run_utils.TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats={},
+                               aux={}, opt_state=opt_state)
   return state, tx, schedule, num_steps
 
 
@@ -145,7 +144,7 @@ def probe_logits_fn(backbone: nn.Module, probe: nn.Module
 def train_on_clips(backbone: nn.Module, encoder: PyTree, probe: nn.Module,
                    config: ml_collections.ConfigDict, mesh: Mesh, workdir: str
                    ) -> Tuple[PyTree, Dict[str, float]]:
-  num_train = pipeline.num_examples(config.data, 'train')
+  num_train = sources.num_examples(config.data, 'train')
   state, tx, schedule, num_steps = init_probe_state(probe, backbone.num_features, config, num_train,
                                                     mesh)
   base_key = jax.random.fold_in(jax.random.key(config.seed), 3)

@@ -1,6 +1,6 @@
 """Multi-view testing: per-view predictions -> one prediction per video, and top-k accuracy.
 
-The spec's test protocol ("Evaluation") scores 10 temporal x 3 spatial views of every test video
+The recipe's test protocol ("Evaluation") scores 10 temporal x 3 spatial views of every test video
 and averages the softmax probabilities over the 30 views before taking top-1 and top-5.
 """
 from typing import Dict, Sequence

@@ -14,7 +14,7 @@ checkpoint works with either. Which one XLA compiles faster depends on the platf
 `resolve_conv_impl('auto')` picks the measured winner (figures in BENCHMARKS.md).
 
 On CPU the formulation pays off together with one XLA flag, `CPU_XLA_FLAGS`, which
-`apply_cpu_xla_flags()` adds to `XLA_FLAGS` (importing `cvrl_jax.models` does it).
+`apply_cpu_xla_flags()` adds to `XLA_FLAGS` (the entry points call it: `cvrl_jax.startup`).
 """
 from collections.abc import MutableMapping, Sequence
 import os
@@ -63,7 +63,7 @@ def apply_cpu_xla_flags(environ: MutableMapping[str, str] = os.environ) -> bool:
   """Adds `CPU_XLA_FLAGS` to XLA_FLAGS; True if anything was added.
 
   XLA reads XLA_FLAGS when JAX starts its first backend, so this has an effect only before the
-  first JAX computation (importing `cvrl_jax.models` calls it). Flags already in XLA_FLAGS win;
+  first JAX computation (`cvrl_jax.startup.configure_process` calls it). Flags already in XLA_FLAGS win;
   setting the environment variable CVRL_JAX_NO_XLA_FLAGS=1 turns this off.
   """
   if environ.get(NO_XLA_FLAGS_ENV, '') not in ('', '0'):

@@ -12,6 +12,15 @@ import jax
 import jax.numpy as jnp
 
 
+def l2_normalize(x: jax.Array, axis: int = -1, eps: float = 1e-12) -> jax.Array:
+  """x / max(||x||, eps) like tf.math.l2_normalize (which uses rsqrt(max(sum x^2, eps^2))).
+
+  The one normalisation of the project: projections, queues, prototypes, probe inputs, kNN banks.
+  """
+  sq = jnp.sum(jnp.square(x), axis=axis, keepdims=True)
+  return x * jax.lax.rsqrt(jnp.maximum(sq, eps * eps))
+
+
 def _symmetric_uniform(scale: float) -> nn.initializers.Initializer:
   """U[-scale, scale): Keras' RandomUniform(-scale, scale)."""
   def init(key, shape, dtype=jnp.float32):
@@ -76,5 +85,5 @@ class LinearClassifier(nn.Module):
     del train  # no train-dependent layers; the argument keeps the heads' common signature
     x = x.astype(jnp.float32)
     if self.l2_normalize:
-      x = x * jax.lax.rsqrt(jnp.maximum(jnp.sum(x * x, axis=-1, keepdims=True), 1e-12))
+      x = l2_normalize(x)
     return nn.Dense(self.num_classes, kernel_init=self.kernel_init, name='dense')(x)

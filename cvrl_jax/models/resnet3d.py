@@ -1,6 +1,6 @@
 """R3D backbones (R3D-18/34 basic blocks, R3D-50/101/152 bottlenecks) as in CVRL.
 
-The bottleneck network follows ../shared/spec/cvrl.md "Backbone" (the reference's ResNet3D with
+The bottleneck network follows docs/recipes/cvrl.md "Backbone" (the reference's ResNet3D with
 CVRL's block specs): stem conv (kt, 7, 7) stride (ts, 2, 2), BN, ReLU, max-pool (1, 3, 3) stride
 (1, 2, 2); four stages whose blocks are (kt, 1, 1) -> (1, 3, 3) carrying the spatial stride ->
 (1, 1, 1) to 4x width, BN after every conv, temporal kernel kt = 1, 1, 3, 3 per stage; shortcut

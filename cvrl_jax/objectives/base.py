@@ -19,6 +19,8 @@ import flax.linen as nn
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from cvrl_jax import config_lib
+
 PyTree = Any
 Metrics = Mapping[str, jax.Array]
 
@@ -36,8 +38,8 @@ class ObjectiveSpec:
   # One augmentation policy name per clip (see cvrl_jax.augment.POLICIES).
   augment_policies: Tuple[str, ...]
   # Host-side random resized crop ranges that go with the policy.
-  crop_area_range: Tuple[float, float] = (0.3, 1.0)
-  crop_aspect_range: Tuple[float, float] = (0.5, 2.0)
+  crop_area_range: Tuple[float, float] = config_lib.CVRL_CROP_AREA_RANGE
+  crop_aspect_range: Tuple[float, float] = config_lib.CVRL_CROP_ASPECT_RANGE
 
   def __post_init__(self):
     if self.sampler not in SAMPLERS:

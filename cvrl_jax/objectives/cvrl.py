@@ -18,9 +18,8 @@ class CVRL(base.Objective):
   def __init__(self, config: ml_collections.ConfigDict):
     oc = config.objective
     self.temperature = float(oc.temperature)
-    self.spec = base.ObjectiveSpec(
-        num_clips=2, sampler='cvrl_pair', augment_policies=('cvrl_view1', 'cvrl_view2'),
-        crop_area_range=(0.3, 1.0), crop_aspect_range=(0.5, 2.0))
+    self.spec = base.ObjectiveSpec(  # crop ranges: ObjectiveSpec's defaults, which are CVRL's
+        num_clips=2, sampler='cvrl_pair', augment_policies=('cvrl_view1', 'cvrl_view2'))
     projector = heads.MLP(
         hidden_dims=(oc.head_hidden_dim,) * oc.head_num_layers, output_dim=oc.head_output_dim,
         use_bn=True, bn_momentum=oc.head_bn_momentum, bn_epsilon=config.model.bn_epsilon)

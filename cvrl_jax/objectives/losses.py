@@ -9,15 +9,11 @@ from typing import Dict, Tuple
 import jax
 import jax.numpy as jnp
 
+from cvrl_jax.models.heads import l2_normalize
+
 # The reference masks self-similarity by subtracting this constant (not -inf, so a row that is
 # entirely masked still has a finite softmax).
 LARGE_NUM = 1e9
-
-
-def l2_normalize(x: jax.Array, axis: int = -1, eps: float = 1e-12) -> jax.Array:
-  """x / max(||x||, eps) like tf.math.l2_normalize (which uses rsqrt(max(sum x^2, eps^2)))."""
-  sq = jnp.sum(jnp.square(x), axis=axis, keepdims=True)
-  return x * jax.lax.rsqrt(jnp.maximum(sq, eps * eps))
 
 
 def _cross_entropy_rows(logits: jax.Array, positive_index: jax.Array) -> jax.Array:
@@ -33,7 +29,7 @@ def _mean_entropy(logits: jax.Array) -> jax.Array:
 
 def cvrl_contrastive_loss(z1: jax.Array, z2: jax.Array, temperature: float = 0.1
                           ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
-  """CVRL's InfoNCE (NT-Xent) over the global batch, as ../shared/spec/cvrl.md "Loss" writes it.
+  """CVRL's InfoNCE (NT-Xent) over the global batch, as docs/recipes/cvrl.md "Loss" writes it.
 
   Args:
     z1: [N, D] embeddings of view 1 (row i and row i of z2 come from the same video).
@@ -67,7 +63,7 @@ def cvrl_contrastive_loss(z1: jax.Array, z2: jax.Array, temperature: float = 0.1
 
 
 # ----------------------------------------------------------------------------------------------
-# The rho-family (../shared/spec/rho-family.md). Embeddings arrive stacked per clip, [V, N, D]:
+# The rho-family (docs/recipes/rho_family.md). Embeddings arrive stacked per clip, [V, N, D]:
 # V = rho clips of each of N videos (the global batch). Every loss sums over queries (or clip
 # pairs) what the reference accumulates with one backward pass per query, so a step's gradient
 # has the reference's scale.

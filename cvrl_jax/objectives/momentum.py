@@ -3,7 +3,7 @@
 The rho-family's momentum encoder follows the online encoder with
   target <- m * target + (1 - m) * online,
   m(k) = 1 - (1 - m0) * (cos(pi * k / K) + 1) / 2,
-so m rises from m0 at step 0 to 1 at the last step K (../shared/spec/rho-family.md).
+so m rises from m0 at step 0 to 1 at the last step K (docs/recipes/rho_family.md).
 """
 import math
 from typing import Any

@@ -1,6 +1,6 @@
-"""What the rho-family objectives share (../shared/spec/rho-family.md).
+"""What the rho-family objectives share (docs/recipes/rho_family.md).
 
-- The clip spec: rho clips per video from the rho sampler, each augmented with "aug+".
+- The clips: rho clips per video from the rho sampler, each augmented with "aug+".
 - Projection MLPs in the reference's shape: `head_num_layers` hidden layers (Dense -> BN ->
   ReLU, or Dense -> ReLU without BN), then a Dense output; the reference counts the output layer
   too ("3 layers, hidden 2048, out 128" is head_num_layers=2 here, the same key CVRL uses).

@@ -1,6 +1,6 @@
-"""Config defaults of the rho-family (../shared/spec/rho-family.md), used by configs/rho_*.py.
+"""Config defaults of the rho-family (docs/recipes/rho_family.md), used by configs/rho_*.py.
 
-- `set_method(config, method)` puts one method's objective and optimiser (the spec's table) into
+- `set_method(config, method)` puts one method's objective and optimiser (the recipe's table) into
   any config, leaving data, model and budget alone; the comparison command applies it to the
   demo config so every method runs on the same data, backbone, batch and steps.
 - `rho_config(method)` is the paper-scale recipe on Slow-R50 8x8: the same R3D-50 blocks as
@@ -21,7 +21,7 @@ METHODS = ('rho_moco', 'rho_byol', 'rho_simclr', 'rho_swav')
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DEMO_CONFIG = os.path.join(REPO_ROOT, 'configs', 'demo.py')
 
-# The spec's table. head_num_layers counts hidden layers, as CVRL's key does: the reference's
+# The recipe's table. head_num_layers counts hidden layers, as CVRL's key does: the reference's
 # "3 layers, hidden 2048, out 128" is two hidden layers plus the output layer.
 _OBJECTIVES = {
     'rho_moco': dict(rho=4, temperature=0.1, head_hidden_dim=2048, head_num_layers=2,

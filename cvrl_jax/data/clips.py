@@ -1,0 +1,156 @@
+"""The views of an example: which frames, decoded how, cropped and resized to what.
+
+A views fn maps (encoded frames tf.string [L], seed [2]) to uint8 clips [V, T, H, W, 3]; only the
+frames a view uses are decoded (JPEG decode-and-crop where a crop box is known). `example_fn`
+turns a raw stream element into {'video', 'label', 'key'} with a views fn.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import tensorflow as tf
+
+from cvrl_jax.data import sampling
+from cvrl_jax.data import stream as stream_lib
+
+_NO_FRAMES_MESSAGE = 'A record has no frames (its image/encoded feature list is empty).'
+_WHOLE_IMAGE = ((0.0, 0.0, 1.0, 1.0),)
+
+
+def frame_shape(encoded: tf.Tensor, jpeg: bool) -> tf.Tensor:
+  """[height, width, channels] of an encoded frame (from the header alone for JPEG)."""
+  if jpeg:
+    return tf.image.extract_jpeg_shape(encoded)
+  return tf.shape(tf.io.decode_image(encoded, channels=3, expand_animations=False))
+
+
+def decode(encoded: tf.Tensor, jpeg: bool, window: tf.Tensor | None = None) -> tf.Tensor:
+  """Decodes frames tf.string [N] to uint8 [N, h, w, 3], cropped to window (y, x, h, w) if given.
+
+  JPEG frames with a window are cropped inside the decoder, which skips the rows outside it.
+  """
+  def one(frame):
+    if jpeg and window is not None:
+      return tf.io.decode_and_crop_jpeg(frame, window, channels=3)
+    if jpeg:
+      image = tf.io.decode_jpeg(frame, channels=3)
+    else:
+      image = tf.io.decode_image(frame, channels=3, expand_animations=False)
+    if window is not None:
+      image = image[window[0]:window[0] + window[2], window[1]:window[1] + window[3]]
+    return image
+  return tf.map_fn(one, encoded, fn_output_signature=tf.TensorSpec([None, None, 3], tf.uint8))
+
+
+def resize_bilinear(frames: tf.Tensor, size) -> tf.Tensor:
+  """Bilinear resize of uint8 frames [N, h, w, 3] to `size` (height, width), rounded to uint8."""
+  resized = tf.image.resize(frames, size, method='bilinear')
+  # Bilinear weights are convex, so values stay in [0, 255]: +0.5 and truncation rounds.
+  return tf.cast(resized + 0.5, tf.uint8)
+
+
+def resize_short_side(frames: tf.Tensor, short_side: int) -> tf.Tensor:
+  """Resizes frames [N, h, w, 3] so that min(h, w) = short_side (no-op if it already is)."""
+  shape = tf.shape(frames)[1:3]
+  short = tf.reduce_min(shape)
+
+  def resize():
+    scale = short_side / tf.cast(short, tf.float32)
+    return resize_bilinear(frames, tf.cast(tf.round(tf.cast(shape, tf.float32) * scale), tf.int32))
+
+  return tf.cond(short == short_side, lambda: frames, resize)
+
+
+def random_resized_crop_clip(encoded: tf.Tensor, seed: tf.Tensor, *, jpeg: bool, size: int,
+                             area_range: Sequence[float],
+                             aspect_range: Sequence[float]) -> tf.Tensor:
+  """One clip: a single random box for all its frames (decode-and-crop), resized to size x size.
+
+  The box is drawn like tf.image.sample_distorted_bounding_box (min_object_covered 0.1,
+  100 attempts, whole frame as fallback), statelessly.
+  """
+  begin, box_size, _ = tf.image.stateless_sample_distorted_bounding_box(
+      frame_shape(encoded[0], jpeg), bounding_boxes=tf.constant([_WHOLE_IMAGE], tf.float32),
+      seed=seed, min_object_covered=0.1, aspect_ratio_range=tuple(aspect_range),
+      area_range=tuple(area_range), max_attempts=100, use_image_if_no_bounding_boxes=True)
+  window = tf.stack([begin[0], begin[1], box_size[0], box_size[1]])
+  return resize_bilinear(decode(encoded, jpeg, window), [size, size])
+
+
+def random_clips_fn(*, starts_fn, num_clips: int, clip_len: int, stride: int, size: int,
+                    area_range, aspect_range, jpeg: bool):
+  """Views fn: `num_clips` clips at sampled starts, each with its own random resized crop."""
+  def views(frames, seed):
+    temporal_seed, crop_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+    length = tf.size(frames)
+    indices = sampling.clip_indices(starts_fn(temporal_seed, length), clip_len, stride, length)
+    crop_seeds = tf.random.experimental.stateless_split(crop_seed, num_clips)
+    clips = [random_resized_crop_clip(tf.gather(frames, indices[v]), crop_seeds[v], jpeg=jpeg,
+                                       size=size, area_range=area_range, aspect_range=aspect_range)
+             for v in range(num_clips)]
+    return tf.stack(clips)
+  return views, (num_clips, clip_len, size, size, 3)
+
+
+def test_views_fn(*, num_temporal: int, num_spatial: int, clip_len: int, stride: int,
+                  resize: int, crop: int, jpeg: bool):
+  """Views fn: temporal x spatial test views, temporal-major ([t0s0, t0s1, ..., t1s0, ...])."""
+  def views(frames, seed):
+    del seed
+    length = tf.size(frames)
+    starts = sampling.eval_temporal_starts(length, num_temporal, clip_len, stride)
+    indices = tf.reshape(sampling.clip_indices(starts, clip_len, stride, length), [-1])
+    # Test clips overlap in all but long videos: decode each stored frame once.
+    unique, position = tf.unique(indices)
+    decoded = resize_short_side(decode(tf.gather(frames, unique), jpeg), resize)
+    decoded = tf.gather(decoded, position)
+    height, width = tf.shape(decoded)[1], tf.shape(decoded)[2]
+    decoded = tf.reshape(decoded, [num_temporal, clip_len, height, width, 3])
+    offsets = sampling.eval_spatial_offsets(height, width, crop, num_spatial)
+    crops = [decoded[:, :, offsets[s, 0]:offsets[s, 0] + crop, offsets[s, 1]:offsets[s, 1] + crop]
+             for s in range(num_spatial)]
+    views = tf.stack(crops, axis=1)  # [temporal, spatial, T, crop, crop, 3]
+    return tf.reshape(views, [num_temporal * num_spatial, clip_len, crop, crop, 3])
+  return views, (num_temporal * num_spatial, clip_len, crop, crop, 3)
+
+
+def center_clip_fn(*, clip_len: int, stride: int, resize: int, size: int, jpeg: bool):
+  """Views fn: the centred clip, short side resized to `resize`, centre crop of `size`."""
+  def views(frames, seed):
+    del seed
+    length = tf.size(frames)
+    indices = sampling.clip_indices(sampling.center_start(length, clip_len, stride), clip_len,
+                                    stride, length)[0]
+    decoded = resize_short_side(decode(tf.gather(frames, indices), jpeg), resize)
+    offset = sampling.eval_spatial_offsets(tf.shape(decoded)[1], tf.shape(decoded)[2], size, 1)[0]
+    return decoded[None, :, offset[0]:offset[0] + size, offset[1]:offset[1] + size]
+  return views, (1, clip_len, size, size, 3)
+
+
+def example_fn(source, views_fn, video_shape, *, seed: int, key_fn):
+  """Raw element -> {'video', 'label', 'key'} (+ 'position', 'mask' when the element has them)."""
+  def process(ex):
+    parsed = source.parse(ex)
+    key = key_fn(ex)
+    frames = parsed['frames']
+    with tf.control_dependencies([tf.debugging.assert_positive(tf.size(frames),
+                                                               message=_NO_FRAMES_MESSAGE)]):
+      video = views_fn(frames, stream_lib.example_seed(seed, key))
+    return {'video': tf.ensure_shape(video, video_shape), 'label': parsed['label'], 'key': key}
+
+  def pad(ex):
+    return {'video': tf.zeros(video_shape, tf.uint8), 'label': tf.constant(0, tf.int32),
+            'key': tf.constant([stream_lib.PAD_KEY, stream_lib.PAD_KEY], tf.uint32)}
+
+  def fn(ex):
+    if 'valid' in ex:
+      out = tf.cond(ex['valid'], lambda: process(ex), lambda: pad(ex))
+      out['mask'] = ex['valid']
+    else:
+      out = process(ex)
+    if 'position' in ex:
+      out['position'] = ex['position']
+    return out
+  return fn
+
+

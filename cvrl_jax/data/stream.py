@@ -1,0 +1,141 @@
+"""The resumable stream: epochs of numbered raw records, the per-host split, example keys and seeds.
+
+A pretraining stream is a pure function of (seed, start position): epoch e shuffles its files and
+records with seeds derived from (seed, e) and numbers its records 0, 1, 2, ...; the start epoch
+skips the records already consumed (raw serialized records: nothing parsed). Per-host split
+'files' (host h reads files h::H) or 'records' (every host reads the global stream and keeps its
+slice of each global batch, before parsing). Every host-side random draw is seeded by
+`example_seed(seed, key)` of the example's key (docs/architecture.md, "Data contract").
+"""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+AUTOTUNE = tf.data.AUTOTUNE
+PAD_KEY = np.iinfo(np.uint32).max
+# Salts separating the seed streams derived from the run seed.
+FILE_ORDER, RECORD_ORDER, EXAMPLE = 1, 2, 3
+
+
+def seed_pair(seed: int, *salts) -> tf.Tensor:
+  pair = tf.constant([seed & 0x7FFFFFFF, (seed >> 31) & 0x7FFFFFFF], tf.int64)
+  for salt in salts:
+    pair = tf.random.experimental.stateless_fold_in(pair, tf.cast(salt, tf.int64))
+  return pair
+
+
+def record_order_seed(seed: int, epoch: tf.Tensor) -> tf.Tensor:
+  """int64 seed of the record shuffle buffer of one epoch."""
+  return tf.random.stateless_uniform([], seed_pair(seed, RECORD_ORDER, epoch), minval=None,
+                                     maxval=None, dtype=tf.int64)
+
+
+def raw_stream(source, *, seed: int, start_position: Sequence[int], num_epochs: int | None,
+               shuffle: bool, shuffle_buffer: int) -> tf.data.Dataset:
+  """Elements: the source's raw fields plus 'epoch' and 'index' (position in the epoch)."""
+  start_epoch, start_offset = (int(v) for v in start_position)
+  if start_epoch < 0 or start_offset < 0:
+    raise ValueError(f'start_position must be non-negative; got {tuple(start_position)}.')
+  end_epoch = np.iinfo(np.int64).max if num_epochs is None else num_epochs
+
+  def epoch_records(epoch):
+    records = source.epoch(epoch, seed, shuffle, shuffle_buffer).enumerate()
+    skip = tf.where(epoch == start_epoch, tf.constant(start_offset, tf.int64), 0)
+    return records.skip(skip).map(lambda index, ex: dict(ex, epoch=epoch, index=index))
+
+  return tf.data.Dataset.range(start_epoch, end_epoch).flat_map(epoch_records)
+
+
+def with_padding(stream: tf.data.Dataset) -> tf.data.Dataset:
+  """Marks elements valid and appends an endless run of invalid padding elements."""
+  spec = stream.element_spec
+  pad = {k: tf.constant('') if s.dtype == tf.string else tf.zeros(s.shape, s.dtype)
+         for k, s in spec.items()}
+  pad['valid'] = tf.constant(False)
+  valid = stream.map(lambda ex: dict(ex, valid=tf.constant(True)))
+  return valid.concatenate(tf.data.Dataset.from_tensors(pad).repeat())
+
+
+def end_position(batch: Mapping[str, tf.Tensor]) -> tf.Tensor:
+  """(epoch, index + 1) of the last real element of a batch."""
+  last = -1
+  if 'valid' in batch:
+    last = tf.reduce_sum(tf.cast(batch['valid'], tf.int32)) - 1
+  return tf.stack([batch['epoch'][last], batch['index'][last] + 1])
+
+
+def keep_host_slice(stream: tf.data.Dataset, *, global_batch: int, host_batch: int,
+                    process_index: int) -> tf.data.Dataset:
+  """'records' split: host h keeps its slice of each global batch, before any parsing.
+
+  Other hosts' records are blanked before batching, so the global batch costs little memory.
+  Every kept element carries 'position', the stream position after its global batch.
+  """
+  lo, hi = process_index * host_batch, (process_index + 1) * host_batch
+
+  def blank_others(n, ex):
+    slot = n % global_batch
+    mine = tf.logical_and(slot >= lo, slot < hi)
+    return dict(ex, record=tf.where(mine, ex['record'], ''))
+
+  batches = stream.enumerate().map(blank_others).batch(global_batch, drop_remainder=True)
+  if 'valid' in stream.element_spec:
+    batches = batches.take_while(lambda batch: batch['valid'][0])
+
+  def host_part(batch):
+    part = {k: v[lo:hi] for k, v in batch.items()}
+    part['position'] = tf.tile(end_position(batch)[None], [host_batch, 1])
+    return tf.data.Dataset.from_tensor_slices(part)
+
+  return batches.flat_map(host_part)
+
+
+def key_fn(host_split: str, process_index: int, process_count: int):
+  """Example key (uint32 [2]): (epoch, index), with the host folded in for 'files' splits."""
+  def key(ex):
+    first = ex['epoch']
+    if host_split == 'files':
+      first = first * process_count + process_index
+    return tf.cast(tf.stack([first, ex['index']]), tf.uint32)
+  return key
+
+
+def example_seed(seed: int, key: tf.Tensor) -> tf.Tensor:
+  return seed_pair(seed, EXAMPLE, tf.cast(key[0], tf.int64), tf.cast(key[1], tf.int64))
+
+
+def hosts(process_index, process_count) -> tuple[int, int]:
+  if process_index is None or process_count is None:
+    import jax  # pylint: disable=g-import-not-at-top
+    process_index = jax.process_index() if process_index is None else process_index
+    process_count = jax.process_count() if process_count is None else process_count
+  if not 0 <= process_index < process_count:
+    raise ValueError(f'process_index {process_index} is not in [0, {process_count}).')
+  return process_index, process_count
+
+
+def host_batch(global_batch_size: int, process_count: int) -> int:
+  if global_batch_size <= 0 or global_batch_size % process_count:
+    raise ValueError(f'The global batch size {global_batch_size} must be a positive multiple of '
+                     f'the number of hosts ({process_count}).')
+  return global_batch_size // process_count
+
+
+def parallel(data_cfg) -> int:
+  return AUTOTUNE if data_cfg.num_parallel_calls < 0 else int(data_cfg.num_parallel_calls)
+
+
+def finish(examples: tf.data.Dataset, data_cfg, host_batch: int) -> tf.data.Dataset:
+  """Batch per host, one position per batch, prefetch, deterministic options."""
+  batches = examples.batch(host_batch, drop_remainder=True)
+  if 'position' in examples.element_spec:
+    batches = batches.map(lambda b: dict(b, position=b['position'][-1]))
+  options = tf.data.Options()
+  options.deterministic = True
+  options.autotune.enabled = True
+  return batches.prefetch(data_cfg.prefetch if data_cfg.prefetch > 0 else AUTOTUNE).with_options(
+      options)
+

@@ -1,0 +1,82 @@
+"""What every job (pretraining and evaluation) shares about a run: its train state, the stop
+signal, progress lines and the JSON files it writes. No job imports another job's module for
+these."""
+import json
+import os
+import signal
+import threading
+from typing import Any, Mapping
+
+import flax
+import jax
+from jax.experimental import multihost_utils
+
+PyTree = Any
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array  # int32 scalar: optimiser updates done so far
+  params: PyTree
+  batch_stats: PyTree
+  aux: PyTree  # the objective's extra state (momentum encoder, queue, ...)
+  opt_state: PyTree
+
+
+class NonFiniteLossError(FloatingPointError):
+  """Training produced a NaN/Inf loss or parameters; the message names the step and checkpoint."""
+
+
+
+class PreemptionWatcher:
+  """Reports, at the same step on every process, that the job was asked to stop (SIGTERM).
+
+  One process: a SIGTERM handler sets a flag that the loop reads between steps. Several
+  processes: JAX's preemption service (started by jax.distributed.initialize) catches SIGTERM and
+  agrees on a step at which every process saves, so the collective save cannot deadlock.
+  """
+
+  def __init__(self):
+    self._flag = threading.Event()
+    self._previous = None
+    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, lambda signum, frame: self._flag.set())
+
+  def reached(self, step: int) -> bool:
+    if jax.process_count() == 1:
+      return self._flag.is_set()
+    try:
+      return multihost_utils.reached_preemption_sync_point(step)
+    except RuntimeError:  # the preemption service is disabled
+      return False
+
+  def close(self) -> None:
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def format_duration(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  return f'{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}'
+
+
+def progress_line(step: int, num_steps: int, metrics: Mapping[str, float], steps_per_sec: float,
+                  clips_per_step: int) -> str:
+  """One readable, grep-friendly line: step, metrics, speed, ETA."""
+  parts = [f'step {step}/{num_steps} ({100.0 * step / num_steps:.1f}%)']
+  for name, value in metrics.items():
+    parts.append(f'{name} {value:.4g}')
+  if steps_per_sec > 0:
+    parts.append(f'{steps_per_sec:.2f} steps/s')
+    parts.append(f'{steps_per_sec * clips_per_step:.1f} clips/s')
+    parts.append(f'ETA {format_duration((num_steps - step) / steps_per_sec)}')
+  return ' | '.join(parts)
+
+
+def write_json(path: str, obj: Any) -> None:
+  """Process 0 writes `obj` atomically (a reader never sees half a file)."""
+  if jax.process_index() == 0:
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+      json.dump(obj, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)

@@ -7,7 +7,6 @@ A checkpoint at step s holds two items:
          the input stream position after the s-th batch, so a resumed run reads exactly the
          batches the uninterrupted run would have read next.
 """
-import os
 from typing import Any, Optional, Sequence
 
 from absl import logging
@@ -15,6 +14,8 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
+
+from cvrl_jax import paths
 
 PyTree = Any
 # Orbax splits the write of a replicated array over its replicas ("replica-parallel"). For small
@@ -72,7 +73,7 @@ class Checkpointer:
 
   def __init__(self, directory: str, *, every_steps: int, keep: int, async_save: bool = True):
     _register_array_handler()
-    self.directory = os.path.abspath(directory)
+    self.directory = paths.absolute(directory)
     self.every_steps = every_steps
     options = ocp.CheckpointManagerOptions(
         max_to_keep=keep,
@@ -87,7 +88,7 @@ class Checkpointer:
     return self._manager.all_steps()
 
   def step_path(self, step: int) -> str:
-    return os.path.join(self.directory, str(step))
+    return paths.join(self.directory, str(step))
 
   def is_periodic(self, step: int) -> bool:
     return self.every_steps > 0 and step % self.every_steps == 0

@@ -29,6 +29,7 @@ from jax.sharding import Mesh
 
 from cvrl_jax import config_lib
 from cvrl_jax import models
+from cvrl_jax import paths
 from cvrl_jax import sharding
 from cvrl_jax import startup
 
@@ -131,7 +132,7 @@ def export_backbone(output: str, variables: Mapping[str, PyTree],
   Collective in multi-process runs (every process calls it; the arrays may be sharded). An
   existing export at `output` is replaced. Returns the absolute output path.
   """
-  out = epath.Path(output).absolute() if '://' not in output else epath.Path(output)
+  out = epath.Path(paths.absolute(output))
   tree = {name: variables.get(name, {}) for name in COLLECTIONS}
   metadata_file = out / METADATA_FILE
   if jax.process_index() == 0 and metadata_file.exists():
@@ -152,7 +153,7 @@ def export_workdir(workdir: str, output: str, step: Optional[int] = None) -> str
   backbone, variables, model_cfg = load_backbone(workdir, step=step)
   del backbone
   return export_backbone(output, variables, model_cfg,
-                         source={'workdir': os.path.abspath(workdir),
+                         source={'workdir': paths.absolute(workdir),
                                  'step': _step_of(workdir, step)})
 
 
@@ -291,7 +292,7 @@ def main(argv) -> None:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   startup.configure_process()
   workdir = flags.FLAGS.workdir
-  output = flags.FLAGS.output or os.path.join(workdir, 'backbone')
+  output = flags.FLAGS.output or paths.join(workdir, 'backbone')
   path = export_workdir(workdir, output, flags.FLAGS.step)
   print(f'Exported the backbone of {workdir} to {path}')
 

@@ -116,11 +116,12 @@ def main(argv=None) -> int:
                       'many records (0: all)')
   args = parser.parse_args(argv)
   os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  from cvrl_jax import paths  # pylint: disable=g-import-not-at-top
   from cvrl_jax.data import dmvr  # pylint: disable=g-import-not-at-top
   from cvrl_jax.data import sources  # pylint: disable=g-import-not-at-top
   try:
     files = sources.resolve_files(','.join(args.files))
-    names = dmvr.read_labels(os.path.dirname(os.path.abspath(files[0])))
+    names = dmvr.read_labels(paths.parent(files[0]))
     stats = dataset_statistics(files, args.max_records)
     print(format_statistics(stats, len(files), names))
     if stats['num_videos'] and args.num_videos > 0:

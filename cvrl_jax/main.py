@@ -18,6 +18,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from cvrl_jax import logs
+from cvrl_jax import paths
 from cvrl_jax import startup
 
 # config.job -> 'module:function' with signature fn(config, workdir) -> {metric: value}.
@@ -122,7 +123,7 @@ def main(argv: Sequence[str]) -> None:
                jax.device_count(), jax.devices()[0].platform)
   job = get_job(config.job)
   try:
-    job(config, os.path.abspath(_WORKDIR.value))
+    job(config, paths.absolute(_WORKDIR.value))
   except run_utils.NonFiniteLossError as e:
     sys.exit(str(e))  # exit status 1
   except (ValueError, FileNotFoundError) as e:  # bad config values or data: one sentence

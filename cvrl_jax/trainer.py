@@ -11,7 +11,6 @@ device, so BatchNorm statistics and the contrastive negatives cover the whole gl
 """
 import dataclasses
 import importlib
-import os
 import time
 from typing import Any, Callable, Mapping
 
@@ -31,6 +30,7 @@ from cvrl_jax import checkpoint as checkpoint_lib
 from cvrl_jax import config_lib
 from cvrl_jax import export
 from cvrl_jax import optim
+from cvrl_jax import paths
 from cvrl_jax import run_utils
 from cvrl_jax import sharding
 from cvrl_jax.data import pipeline
@@ -179,7 +179,8 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float
   if config.init_checkpoint:
     raise ValueError('config.init_checkpoint is for evaluation jobs; pretraining starts from '
                      'scratch or resumes from WORKDIR/checkpoints.')
-  os.makedirs(workdir, exist_ok=True)
+  workdir = paths.absolute(workdir)
+  paths.makedirs(workdir)
   is_chief = jax.process_index() == 0
   writer = (metric_writers.AsyncMultiWriter([metric_writers.SummaryWriter(workdir)])
             if is_chief else metric_writers.MultiWriter([]))
@@ -199,7 +200,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float
   # Checkpoints: find where to resume before building the input (it starts at the data position).
   # --------------------------------------------------------------------------------------------
   ckpt = checkpoint_lib.Checkpointer(
-      os.path.join(workdir, 'checkpoints'), every_steps=config.checkpoint.every_steps,
+      paths.join(workdir, 'checkpoints'), every_steps=config.checkpoint.every_steps,
       keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
   resume_step = ckpt.latest_step()
 
@@ -223,7 +224,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float
                      f'{config.batch_size} is less than one step; lower config.batch_size.')
   with config.unlocked():
     config.data.num_train_examples = num_examples
-  run_utils.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+  run_utils.write_json(paths.join(workdir, 'config.json'), config.to_dict())
 
   # --------------------------------------------------------------------------------------------
   # Model, optimiser and train state, created already sharded over the mesh.
@@ -347,13 +348,13 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float
   # --------------------------------------------------------------------------------------------
   final_step = int(jax.device_get(state.step))
   results = dict(summary, step=final_step, num_train_steps=num_steps, finished=not stopped_early)
-  run_utils.write_json(os.path.join(workdir, 'results.json'), results)
+  run_utils.write_json(paths.join(workdir, 'results.json'), results)
   if not stopped_early:
     logging.info('Finished %d steps; results in %s.', final_step,
-                 os.path.join(workdir, 'results.json'))
+                 paths.join(workdir, 'results.json'))
     # The encoder alone, loadable without the training state (cvrl_jax.export).
     export.export_backbone(
-        os.path.join(workdir, 'backbone'),
+        paths.join(workdir, 'backbone'),
         {'params': state.params['backbone'], 'batch_stats': state.batch_stats.get('backbone', {})},
         config.model, source={'workdir': workdir, 'step': final_step})
   return results

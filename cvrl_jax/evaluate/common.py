@@ -1,5 +1,4 @@
 """What the evaluation jobs share: start-up checks, the encoder, results.json, training, testing."""
-import os
 import time
 from typing import Any, Callable, Dict, Iterator, Mapping, Tuple
 
@@ -15,6 +14,7 @@ from jax.sharding import Mesh
 from cvrl_jax import config_lib
 from cvrl_jax import export
 from cvrl_jax import optim
+from cvrl_jax import paths
 from cvrl_jax import sharding
 from cvrl_jax import run_utils
 from cvrl_jax.data import pipeline
@@ -27,7 +27,7 @@ CONFIG_FILE = 'config.json'
 
 
 def write_results(workdir: str, results: Mapping[str, float]) -> None:
-  run_utils.write_json(os.path.join(workdir, RESULTS_FILE),
+  run_utils.write_json(paths.join(workdir, RESULTS_FILE),
                      {k: float(v) for k, v in results.items()})
 
 
@@ -40,11 +40,11 @@ def start_job(config: ml_collections.ConfigDict, workdir: str) -> Mesh:
                        ('knn_mode', ('test_views', 'center_clip'))):
     if config.eval[key] not in choices:
       raise ValueError(f'config.eval.{key} must be one of {choices}, got {config.eval[key]!r}.')
-  if config.init_checkpoint and os.path.abspath(config.init_checkpoint) == os.path.abspath(workdir):
+  if config.init_checkpoint and paths.absolute(config.init_checkpoint) == paths.absolute(workdir):
     raise ValueError(f'The workdir {workdir} is the init_checkpoint itself; give the evaluation '
                      'its own workdir so the pretraining run\'s config.json and results.json stay.')
-  os.makedirs(workdir, exist_ok=True)
-  run_utils.write_json(os.path.join(workdir, CONFIG_FILE), config.to_dict())
+  paths.makedirs(workdir)
+  run_utils.write_json(paths.join(workdir, CONFIG_FILE), config.to_dict())
   mesh = sharding.make_mesh(config.mesh)
   logging.info('%s on a mesh %s of %d devices (%d processes).', config.job, dict(mesh.shape),
                mesh.size, jax.process_count())

@@ -262,4 +262,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == '__main__':
+  startup.quiet_native_logs(startup.verbosity_from_argv(sys.argv))
   app.run(main)

@@ -37,6 +37,7 @@ from typing import Sequence
 import numpy as np
 
 from cvrl_jax import paths
+from cvrl_jax import startup
 
 VIDEOS_PER_SHARD = 200  # automatic shard count
 MAX_AUTO_SHARDS = 1024
@@ -102,6 +103,8 @@ def list_csv(csv_path: str) -> tuple[list[Item], list[dict]]:
 
 
 def list_inputs(source: str) -> tuple[list[Item], list[dict]]:
+  if not os.path.exists(source):
+    raise FileNotFoundError(f'The input {source} does not exist.')
   if os.path.isdir(source):
     return list_folder(source)
   if os.path.isfile(source):
@@ -308,7 +311,10 @@ def main(argv=None) -> int:
                       help=f'0: one per {VIDEOS_PER_SHARD} videos')
   parser.add_argument('--workers', type=int, default=0, help='worker processes; 0: one per core')
   parser.add_argument('--split-name', default='train', help='shard and summary name prefix')
+  parser.add_argument('--verbosity', '-v', type=int, default=0,
+                      help='1: also show TensorFlow\'s own start-up and warning lines')
   args = parser.parse_args(argv)
+  startup.quiet_native_logs(args.verbosity)
   try:
     convert(args.input, args.output, fps=args.fps, short_side=args.short_side,
             jpeg_quality=args.jpeg_quality, num_shards=args.num_shards, workers=args.workers,

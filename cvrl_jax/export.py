@@ -14,6 +14,7 @@ config out of WORKDIR/config.json), so evaluation jobs take either as `config.in
 import functools
 import json
 import os
+import sys
 from typing import Any, Mapping, Optional, Tuple
 
 from absl import app
@@ -28,6 +29,7 @@ from etils import epath
 from jax.sharding import Mesh
 
 from cvrl_jax import config_lib
+from cvrl_jax import logs
 from cvrl_jax import models
 from cvrl_jax import paths
 from cvrl_jax import sharding
@@ -228,6 +230,8 @@ def load_backbone(path: str, *, mesh: Optional[Mesh] = None, step: Optional[int]
   the default device. Missing or mismatched files raise one clear sentence naming `path`."""
   if not path:
     raise ValueError('No checkpoint path given.')
+  if not paths.exists(path):
+    raise FileNotFoundError(f'The checkpoint path {path} does not exist.')
   leaf_sharding = (sharding.replicated(mesh) if mesh is not None
                    else jax.sharding.SingleDeviceSharding(jax.devices()[0]))
   if is_export(path):
@@ -290,13 +294,20 @@ def _define_flags() -> None:
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  logs.setup_logging()
   startup.configure_process()
   workdir = flags.FLAGS.workdir
+  if not paths.exists(workdir):
+    sys.exit(f'Error: the workdir {workdir} does not exist.')
   output = flags.FLAGS.output or paths.join(workdir, 'backbone')
-  path = export_workdir(workdir, output, flags.FLAGS.step)
+  try:
+    path = export_workdir(workdir, output, flags.FLAGS.step)
+  except (ValueError, FileNotFoundError) as e:
+    sys.exit(f'Error: {e}')
   print(f'Exported the backbone of {workdir} to {path}')
 
 
 if __name__ == '__main__':
+  startup.quiet_native_logs(startup.verbosity_from_argv(sys.argv))
   _define_flags()
   app.run(main)

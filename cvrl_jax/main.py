@@ -131,4 +131,5 @@ def main(argv: Sequence[str]) -> None:
     sys.exit(f'Error: {e}')
 
 if __name__ == '__main__':
+  startup.quiet_native_logs(startup.verbosity_from_argv(sys.argv))
   app.run(main, flags_parser=_parse_flags)

@@ -119,3 +119,19 @@ def glob(pattern: str) -> list[str]:
   pipeline uses too)."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   return sorted(tf.io.gfile.glob(pattern if is_url(pattern) else os.path.expanduser(pattern)))
+
+
+def glob_folder(pattern: str) -> str:
+  """The folder a glob pattern looks in: its path up to the last '/' before the first of * ? [
+  ('' when the pattern has no folder part)."""
+  pattern = pattern if is_url(pattern) else os.path.expanduser(pattern)
+  first = min([i for i in (pattern.find(c) for c in '*?[') if i >= 0], default=len(pattern))
+  return pattern[:pattern.rfind('/', 0, first) + 1].rstrip('/') if '/' in pattern[:first] else ''
+
+
+def missing_folder_error(pattern: str) -> FileNotFoundError | None:
+  """'The folder ... does not exist.' when the folder a pattern looks in is missing, else None."""
+  folder = glob_folder(pattern)
+  if folder and not exists(folder):
+    return FileNotFoundError(f'The folder {folder} does not exist (in the pattern {pattern!r}).')
+  return None

@@ -93,11 +93,12 @@ class Checkpointer:
   def is_periodic(self, step: int) -> bool:
     return self.every_steps > 0 and step % self.every_steps == 0
 
-  def save(self, step: int, state: PyTree, position: Sequence[int], host_split: str) -> None:
+  def save(self, step: int, state: PyTree, position: Sequence[int], host_split: str,
+           extra: Optional[dict] = None) -> None:
     """Starts saving (returns before the write ends when asynchronous). Collective: every process
-    must call it at the same step."""
+    must call it at the same step. `extra` (JSON values) is stored in the data record too."""
     positions = gather_positions(position)
-    record = {'positions': positions.tolist(), 'host_split': host_split}
+    record = {**(extra or {}), 'positions': positions.tolist(), 'host_split': host_split}
     self._manager.save(step, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(record)), force=True)
 

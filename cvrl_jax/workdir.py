@@ -82,7 +82,7 @@ def config_differences(stored: Mapping[str, Any], config: ml_collections.ConfigD
   """'key stored -> new' for every key that differs and may not change (keys only one side has,
   from another cvrl_jax version, are not compared)."""
   new = _flatten(json.loads(json.dumps(config.to_dict())))  # tuples -> lists, as stored
-  old = _flatten(stored)
+  old = _flatten(json.loads(json.dumps(stored)))
   return [f'{key} {old[key]!r} -> {new[key]!r}' for key in sorted(new)
           if key in old and old[key] != new[key] and key not in DERIVED_KEYS
           and not _may_change(key, may_change)]

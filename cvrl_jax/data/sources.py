@@ -1,8 +1,9 @@
 """Where raw examples come from: DMVR TFRecord files (local or gs://) or a TFDS video dataset.
 
 A source yields, per epoch, a stream of raw elements ({'record': serialized example} for TFRecords)
-that `parse()` turns into {'frames': encoded frames [L], 'label'}; it counts its examples per host
-and explains read errors naming the file. A truncated or corrupt TFRecord file is reported as a
+that `parse()` turns into {'frames': encoded frames [L], 'label'}, each with its 'file' and
+'file_record' (index in the file) for naming bad records (cvrl_jax/data/records.py); it counts its
+examples per host and explains read errors naming the file. A truncated or corrupt TFRecord file is reported as a
 ValueError naming the file.
 """
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 import tensorflow as tf
 
 from cvrl_jax.data import dmvr
+from cvrl_jax.data import records as records_lib
 from cvrl_jax.data import stream as stream_lib
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -53,7 +55,8 @@ def _summary_counts(folder: str) -> dict[str, tuple[int, int]]:
 
 
 def corrupt_file_error(path: str, error: tf.errors.OpError) -> ValueError:
-  return ValueError(f'TFRecord file {path} is truncated or corrupt ({error.message.strip()}).')
+  return ValueError(f'TFRecord file {path} is truncated or corrupt '
+                    f'({records_lib.tf_error_text(error)}).')
 
 
 def _read_count(path: str) -> int:
@@ -118,16 +121,17 @@ class TFRecordSource:
       files = tf.random.experimental.stateless_shuffle(
           files, stream_lib.seed_pair(seed, stream_lib.FILE_ORDER, epoch))
     records = tf.data.Dataset.from_tensor_slices(files).interleave(
-        tf.data.TFRecordDataset, cycle_length=min(len(self.files), MAX_CYCLE_LENGTH),
+        lambda path: records_lib.identify(tf.data.TFRecordDataset(path), path),
+        cycle_length=min(len(self.files), MAX_CYCLE_LENGTH),
         block_length=1, num_parallel_calls=AUTOTUNE, deterministic=True)
     if shuffle:
       records = records.shuffle(shuffle_buffer, seed=stream_lib.record_order_seed(seed, epoch))
-    return records.map(lambda r: {'record': r})
+    return records
 
   @staticmethod
   def parse(element: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     parsed = dmvr.parse_sequence_example(element['record'], frames_only=True)
-    return {'frames': parsed['frames'], 'label': parsed['label']}
+    return {'frames': records_lib.same_size_frames(parsed['frames']), 'label': parsed['label']}
 
   def host_counts(self, repeats: int) -> list[int]:
     return [repeats * count_records(files) for files in self._hosts_files]
@@ -177,8 +181,9 @@ class TFDSSource:
   def epoch(self, epoch: tf.Tensor, seed: int, shuffle: bool,
             shuffle_buffer: int) -> tf.data.Dataset:
     # The encoded frames travel as one string so that every source's element is scalar.
-    data = self._data.map(lambda ex: {
-        'record': tf.io.serialize_tensor(ex['video']), 'label': tf.cast(ex['label'], tf.int32)})
+    data = self._data.enumerate().map(lambda index, ex: {
+        'record': tf.io.serialize_tensor(ex['video']), 'label': tf.cast(ex['label'], tf.int32),
+        'file': self.name, 'file_record': index})
     if shuffle:
       data = data.shuffle(shuffle_buffer, seed=stream_lib.record_order_seed(seed, epoch))
     return data
@@ -195,7 +200,8 @@ class TFDSSource:
       raise ValueError(f'{self.name} has no examples for this host.')
 
   def explain(self, error: tf.errors.DataLossError) -> ValueError:
-    return ValueError(f'A file of {self.name} is truncated or corrupt ({error.message.strip()}).')
+    return ValueError(f'A file of {self.name} is truncated or corrupt '
+                      f'({records_lib.tf_error_text(error)}).')
 
 
 def make_source(data_cfg, split: str, *, process_index: int, process_count: int,

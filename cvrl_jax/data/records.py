@@ -53,8 +53,9 @@ def identify(records: tf.data.Dataset, file) -> tf.data.Dataset:
 
 
 def same_size_frames(frames: tf.Tensor) -> tf.Tensor:
-  """JPEG frames tf.string [L], failing (so the record is bad) unless all have one size: a crop
-  box drawn on one frame would otherwise silently cut a different region of the others."""
+  """JPEG frames tf.string [L] (a clip's), failing (so the record is bad) unless all have one
+  size: a crop box drawn on the first would otherwise cut a different region of the others.
+  (The evaluation views decode whole frames, and frames of two sizes fail to stack there.)"""
   shapes = tf.map_fn(tf.image.extract_jpeg_shape, frames,
                      fn_output_signature=tf.TensorSpec([3], tf.int32))
   same = tf.reduce_all(tf.equal(shapes, shapes[:1]))

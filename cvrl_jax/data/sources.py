@@ -131,7 +131,7 @@ class TFRecordSource:
   @staticmethod
   def parse(element: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
     parsed = dmvr.parse_sequence_example(element['record'], frames_only=True)
-    return {'frames': records_lib.same_size_frames(parsed['frames']), 'label': parsed['label']}
+    return {'frames': parsed['frames'], 'label': parsed['label']}
 
   def host_counts(self, repeats: int) -> list[int]:
     return [repeats * count_records(files) for files in self._hosts_files]

@@ -143,11 +143,6 @@ def _init_worker(progress) -> None:
   os.environ.setdefault('CUDA_VISIBLE_DEVICES', '')
 
 
-def meta_path(shard: str) -> str:
-  folder, name = os.path.split(shard)
-  return os.path.join(folder, f'.{name}.json')
-
-
 def convert_shard(shard: str, items: Sequence[Item], label_index: dict[str, int],
                   settings: Settings) -> dict:
   """Writes one shard and its metadata file; returns the metadata."""
@@ -176,15 +171,16 @@ def convert_shard(shard: str, items: Sequence[Item], label_index: dict[str, int]
   records = dmvr.write_shard(shard, examples())
   meta = {'sources': [item.path for item in items], 'settings': dataclasses.asdict(settings),
           'records': records, 'bytes': os.path.getsize(shard), 'skipped': skipped}
-  dmvr.write_text_atomic(meta_path(shard), json.dumps(meta))
+  dmvr.write_text_atomic(dmvr.meta_path(shard), json.dumps(meta))
   return meta
 
 
 def _finished_meta(shard: str, items: Sequence[Item], settings: Settings) -> dict | None:
   """The metadata of a shard a previous run completed with the same inputs, else None."""
-  if not (os.path.exists(shard) and os.path.exists(meta_path(shard))):
+  from cvrl_jax.data import dmvr  # pylint: disable=g-import-not-at-top
+  if not (os.path.exists(shard) and os.path.exists(dmvr.meta_path(shard))):
     return None
-  with open(meta_path(shard)) as f:
+  with open(dmvr.meta_path(shard)) as f:
     meta = json.load(f)
   if (meta.get('sources') != [item.path for item in items]
       or meta.get('settings') != dataclasses.asdict(settings)):

@@ -8,6 +8,7 @@ optional `clip/label/string`, `clip/data_path` and `clip/start/timestamp` / `cli
 from __future__ import annotations
 
 import os
+import re
 from typing import Iterable, Sequence
 
 import tensorflow as tf
@@ -147,6 +148,27 @@ def shard_pattern(folder: str, split: str) -> str:
 
 def summary_path(folder: str, split: str) -> str:
   return os.path.join(folder, split + SUMMARY_SUFFIX)
+
+
+def meta_path(shard: str) -> str:
+  """The converter's hidden per-shard record of what it wrote there: `.{shard name}.json`."""
+  folder, name = os.path.split(shard)
+  return os.path.join(folder, f'.{name}.json')
+
+
+_TEMPORARY = re.compile(r'^\..+\.tmp-\d+$')
+
+
+def is_temporary(name: str) -> bool:
+  """Whether a file name is one of `temporary_path`'s (`.{name}.tmp-{pid}`)."""
+  return bool(_TEMPORARY.match(name))
+
+
+def is_converter_file(name: str) -> bool:
+  """Whether a file name is one of the converter's own non-shard files: labels.txt, summaries,
+  per-shard metadata (`.{shard}.json`) and temporary files. Data globs never return these."""
+  return (name == LABELS_FILE or name.endswith(SUMMARY_SUFFIX) or is_temporary(name)
+          or (name.startswith('.') and name.endswith('.tfrecord.json')))
 
 
 def write_text_atomic(path: str, text: str) -> None:

@@ -23,16 +23,33 @@ AUTOTUNE = tf.data.AUTOTUNE
 MAX_CYCLE_LENGTH = 16  # TFRecord files read in parallel
 
 
+def _hidden_match(pattern: str, path: str) -> bool:
+  """Whether a part of `path` starts with '.' where the pattern's part does not (the shell's
+  rule: `*` and `?` never match a leading dot; TensorFlow's glob would match it)."""
+  return any(m.startswith('.') and not p.startswith('.')
+             for p, m in zip(reversed(pattern.split('/')), reversed(path.split('/'))))
+
+
+def glob_files(pattern: str) -> list[str]:
+  """tf.io.gfile.glob (local or gs://) under the shell's rule for leading dots, without the
+  converter's own non-shard files (labels.txt, summaries, hidden metadata and temporary files)."""
+  pattern = os.path.expanduser(pattern)
+  return [path for path in tf.io.gfile.glob(pattern) if not _hidden_match(pattern, path)
+          and not dmvr.is_converter_file(os.path.basename(path))]
+
+
 def resolve_files(patterns: str) -> list[str]:
   """Sorted files matching comma-separated glob patterns; each pattern must match something.
 
-  Patterns go through tf.io.gfile, so cloud paths (gs://...) work as well as local ones.
+  Patterns go through tf.io.gfile, so cloud paths (gs://...) work as well as local ones; as in
+  the shell, `*` never matches a leading dot, and the converter's own files never match
+  (`glob_files`).
   """
   files = set()
   for pattern in (p.strip() for p in patterns.split(',')):
     if not pattern:
       continue
-    matched = tf.io.gfile.glob(os.path.expanduser(pattern))
+    matched = glob_files(pattern)
     if not matched:
       raise FileNotFoundError(f'No files match the data pattern {pattern!r}.')
     files.update(matched)

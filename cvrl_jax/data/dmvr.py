@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import re
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import tensorflow as tf
 
@@ -73,11 +73,13 @@ def temporary_path(path: str) -> str:
   return os.path.join(folder, f'.{name}.tmp-{os.getpid()}')
 
 
-def write_shard(path: str, records: Iterable[tf.train.SequenceExample | bytes]) -> int:
+def write_shard(path: str, records: Iterable[tf.train.SequenceExample | bytes],
+                before_rename: Callable[[str, int], None] | None = None) -> int:
   """Writes records to a TFRecord file atomically and returns how many were written.
 
   The file is written under a temporary name in the same folder and renamed to `path` only after
-  it is complete and closed, so a file under its final name is always whole.
+  it is complete and closed, so a file under its final name is always whole. `before_rename(tmp,
+  count)` runs on the complete file just before the rename (the converter records it there).
   """
   tmp = temporary_path(path)
   count = 0
@@ -86,6 +88,8 @@ def write_shard(path: str, records: Iterable[tf.train.SequenceExample | bytes]) 
       for record in records:
         writer.write(record if isinstance(record, bytes) else record.SerializeToString())
         count += 1
+    if before_rename is not None:
+      before_rename(tmp, count)
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):

@@ -41,6 +41,9 @@ from typing import Sequence
 
 import numpy as np
 
+from cvrl_jax import paths
+from cvrl_jax import startup
+
 VIDEOS_PER_SHARD = 200  # automatic shard count
 MAX_AUTO_SHARDS = 1024
 
@@ -136,6 +139,8 @@ def list_csv(csv_path: str) -> tuple[list[Item], list[dict]]:
 
 
 def list_inputs(source: str) -> tuple[list[Item], list[dict]]:
+  if not os.path.exists(source):
+    raise FileNotFoundError(f'The input {source} does not exist.')
   if os.path.isdir(source):
     return list_folder(source)
   if os.path.isfile(source):
@@ -207,7 +212,7 @@ def convert_shard(shard: str, items: Sequence[Item], label_index: dict[str, int]
   meta = {'sources': [item.path for item in items], 'settings': dataclasses.asdict(settings)}
 
   def record_meta(tmp, count):  # before the rename: a shard under its name always has its record
-    meta.update(records=count, bytes=os.path.getsize(tmp), skipped=skipped)
+    meta.update(records=count, bytes=paths.size(tmp), skipped=skipped)
     dmvr.write_text_atomic(dmvr.meta_path(shard), json.dumps(meta))
 
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -222,13 +227,12 @@ def convert_shard(shard: str, items: Sequence[Item], label_index: dict[str, int]
 def _finished_meta(shard: str, items: Sequence[Item], settings: Settings) -> dict | None:
   """The metadata of a shard a previous run completed with the same inputs, else None."""
   from cvrl_jax.data import dmvr  # pylint: disable=g-import-not-at-top
-  if not os.path.exists(shard):
+  if not paths.exists(shard):
     return None
-  if not os.path.exists(dmvr.meta_path(shard)):
+  if not paths.exists(dmvr.meta_path(shard)):
     raise ValueError(f'{shard} is not from this converter (it has no {dmvr.meta_path(shard)}); '
                      'move it away or use a new --output folder.')
-  with open(dmvr.meta_path(shard)) as f:
-    meta = json.load(f)
+  meta = paths.read_json(dmvr.meta_path(shard))
   if (meta.get('sources') != [item.path for item in items]
       or meta.get('settings') != dataclasses.asdict(settings)):
     raise ValueError(f'{shard} was written from other inputs or settings; use a new --output '
@@ -277,27 +281,17 @@ def _run_tasks(tasks, label_index, settings, workers, progress_bar) -> dict[str,
 # The output folder: another conversion in it, a killed run's temporary files.
 
 _SHARD_NAME = re.compile(r'^(?P<split>.+)-\d{5}-of-(?P<count>\d{5})\.tfrecord$')
-_TEMPORARY_NAME = re.compile(r'^\.(?P<target>.+)\.tmp-(?P<pid>\d+)$')
 
 
 def existing_shard_counts(output: str, split: str) -> dict[int, list[str]]:
   """{shard count: file names} of `split`'s shards and shard metadata already in `output`."""
   counts: dict[int, list[str]] = {}
-  for name in sorted(os.listdir(output)):
+  for name in paths.listdir(output):
     base = name[1:-len('.json')] if name.startswith('.') and name.endswith('.json') else name
     match = _SHARD_NAME.match(base)
     if match and match['split'] == split:
       counts.setdefault(int(match['count']), []).append(name)
   return counts
-
-
-def _is_own_target(target: str) -> bool:
-  """Whether `target` is a name the converter writes: a shard, its metadata, labels.txt or a
-  summary (temporary files of anything else are never touched)."""
-  from cvrl_jax.data import dmvr  # pylint: disable=g-import-not-at-top
-  base = target[1:-len('.json')] if target.startswith('.') and target.endswith('.json') else target
-  return (bool(_SHARD_NAME.match(base)) or target == dmvr.LABELS_FILE
-          or target.endswith(dmvr.SUMMARY_SUFFIX))
 
 
 def _process_alive(pid: int) -> bool:
@@ -311,13 +305,15 @@ def _process_alive(pid: int) -> bool:
 
 
 def remove_stale_temporaries(output: str) -> list[str]:
-  """Removes the converter's own temporary files (`.{shard, metadata, labels.txt or summary
-  name}.tmp-{pid}`) left by a killed run: only those whose process is no longer running here."""
+  """Removes the converter's own temporary files (a shard's, its metadata's, labels.txt's or a
+  summary's `.tmp-{pid}`, dmvr.temporary_pid) left by a killed run: only those whose process is
+  no longer running on this machine. Nothing else is ever removed."""
+  from cvrl_jax.data import dmvr  # pylint: disable=g-import-not-at-top
   removed = []
-  for name in sorted(os.listdir(output)):
-    match = _TEMPORARY_NAME.match(name)
-    if match and _is_own_target(match['target']) and not _process_alive(int(match['pid'])):
-      os.remove(os.path.join(output, name))
+  for name in paths.listdir(output):
+    pid = dmvr.temporary_pid(name)
+    if pid is not None and not _process_alive(pid):
+      paths.remove(paths.join(output, name))
       removed.append(name)
   return removed
 
@@ -358,11 +354,12 @@ def convert(source: str, output: str, *, fps: float = 10.0, short_side: int = 25
   items, skipped = list_inputs(source)
   if not items:
     raise ValueError(f'No videos found in {source}.')
+  output = paths.absolute(output)
   try:
-    os.makedirs(output, exist_ok=True)
+    paths.makedirs(output)
     removed = remove_stale_temporaries(output)
     num_shards = _check_output(output, split_name, num_shards)
-    labels_path = os.path.join(output, dmvr.LABELS_FILE)
+    labels_path = paths.join(output, dmvr.LABELS_FILE)
     names = label_names(items, dmvr.read_labels(output), labels_path)
     dmvr.write_labels(output, names)
   except OSError as e:
@@ -384,7 +381,7 @@ def convert(source: str, output: str, *, fps: float = 10.0, short_side: int = 25
   for shard in shards:
     skipped.extend(results[shard]['skipped'])
   summary = {
-      'input': os.path.abspath(source), 'output': os.path.abspath(output), 'split': split_name,
+      'input': os.path.abspath(source), 'output': output, 'split': split_name,
       'fps': fps, 'short_side': short_side, 'jpeg_quality': jpeg_quality,
       'num_classes': len(names), 'num_shards': num_shards,
       'written': sum(results[s]['records'] for s in shards), 'skipped': skipped,
@@ -427,7 +424,10 @@ def main(argv=None) -> int:
                       help=f'0: one per {VIDEOS_PER_SHARD} videos')
   parser.add_argument('--workers', type=int, default=0, help='worker processes; 0: one per core')
   parser.add_argument('--split-name', default='train', help='shard and summary name prefix')
+  parser.add_argument('--verbosity', '-v', type=int, default=0,
+                      help='1: also show TensorFlow\'s own start-up and warning lines')
   args = parser.parse_args(argv)
+  startup.quiet_native_logs(args.verbosity)
   try:
     convert(args.input, args.output, fps=args.fps, short_side=args.short_side,
             jpeg_quality=args.jpeg_quality, num_shards=args.num_shards, workers=args.workers,

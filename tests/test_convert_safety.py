@@ -67,7 +67,8 @@ def test_a_killed_runs_temporary_files_are_removed_and_nothing_else(tmp_path):
   running = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'])
   ours = [f'.train-00000-of-00001.tfrecord.tmp-{dead}',
           f'..train-00000-of-00001.tfrecord.json.tmp-{dead}', f'.labels.txt.tmp-{dead}',
-          f'.test-00003-of-00004.tfrecord.tmp-{dead}']
+          f'.test-00003-of-00004.tfrecord.tmp-{dead}', f'labels.txt.tmp-{dead}',
+          f'.train-00000-of-00001.tfrecord.json.tmp-{dead}', f'train_summary.json.tmp-{dead}']
   kept = [f'.train-00000-of-00001.tfrecord.tmp-{running.pid}',  # a running conversion's
           f'.mydata.tmp-{dead}', 'notes.tmp-1', f'.train-00000-of-00001.tfrecord.tmp-{dead}x',
           f'train-00000-of-00001.tfrecord.tmp-{dead}']
@@ -82,7 +83,7 @@ def test_a_killed_runs_temporary_files_are_removed_and_nothing_else(tmp_path):
   left = set(os.listdir(output))
   assert set(kept) <= left and not set(ours) & left
   assert summary['written'] == 2
-  assert 'removed 4 temporary file(s) of a killed run' in convert.format_summary(summary)
+  assert 'removed 7 temporary file(s) of a killed run' in convert.format_summary(summary)
 
 
 def test_names_and_csv_rows_that_are_not_utf8_are_skipped_and_named(tmp_path, capsys):

@@ -60,8 +60,10 @@ def test_the_defect_case_and_explicit_dot_patterns(folder):
 
 
 @pytest.mark.parametrize('name,converter', [
-    ('.train-00000-of-00003.tfrecord.json', True), ('.a.tfrecord.tmp-12', True),
-    ('labels.txt', True), ('train_summary.json', True), ('train-00000-of-00003.tfrecord', False),
-    ('.a.tmp-x', False), ('a.tfrecord.json', False)])
+    ('.train-00000-of-00003.tfrecord.json', True), ('.train-00000-of-00003.tfrecord.tmp-12', True),
+    ('.train-00000-of-00003.tfrecord.json.tmp-12', True), ('labels.txt.tmp-7', True),
+    ('test_summary.json.tmp-7', True), ('labels.txt', True), ('train_summary.json', True),
+    ('train-00000-of-00003.tfrecord', False), ('.a.tfrecord.tmp-12', False), ('.a.tmp-x', False),
+    ('a.tfrecord.json', False), ('train-00000-of-00003.tfrecord.tmp-12', False)])
 def test_converter_file_names(name, converter):
   assert dmvr.is_converter_file(name) == converter

@@ -27,6 +27,7 @@ from absl import logging
 import numpy as np
 import tensorflow as tf
 
+from cvrl_jax import paths
 from cvrl_jax.data import dmvr
 
 FIELDS = ('file', 'file_record', 'bad')
@@ -178,7 +179,7 @@ class SkipCounter:
 def labels_per_folder(files) -> dict[str, int]:
   """{folder: number of names in its labels.txt} for the folders of `files` that have one."""
   counts = {}
-  for folder in sorted({os.path.dirname(f) for f in files}):
+  for folder in sorted({paths.parent(f) for f in files}):
     names = dmvr.read_labels(folder)
     if names is not None:
       counts[folder] = len(names)
@@ -199,7 +200,7 @@ class EvalChecks:
         if count != self.num_classes:
           raise ValueError(
               f'config.data.num_classes is {self.num_classes} but '
-              f'{os.path.join(folder, dmvr.LABELS_FILE)} names {count} classes; set '
+              f'{paths.join(folder, dmvr.LABELS_FILE)} names {count} classes; set '
               f'data.num_classes={count}.')
 
   def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -15,6 +15,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
+from cvrl_jax import paths
 from cvrl_jax.data import dmvr
 from cvrl_jax.data import records as records_lib
 from cvrl_jax.data import stream as stream_lib
@@ -33,8 +34,8 @@ def _hidden_match(pattern: str, path: str) -> bool:
 def glob_files(pattern: str) -> list[str]:
   """tf.io.gfile.glob (local or gs://) under the shell's rule for leading dots, without the
   converter's own non-shard files (labels.txt, summaries, hidden metadata and temporary files)."""
-  pattern = os.path.expanduser(pattern)
-  return [path for path in tf.io.gfile.glob(pattern) if not _hidden_match(pattern, path)
+  pattern = pattern if paths.is_url(pattern) else os.path.expanduser(pattern)
+  return [path for path in paths.glob(pattern) if not _hidden_match(pattern, path)
           and not dmvr.is_converter_file(os.path.basename(path))]
 
 
@@ -51,7 +52,8 @@ def resolve_files(patterns: str) -> list[str]:
       continue
     matched = glob_files(pattern)
     if not matched:
-      raise FileNotFoundError(f'No files match the data pattern {pattern!r}.')
+      raise (paths.missing_folder_error(pattern)
+             or FileNotFoundError(f'No files match the data pattern {pattern!r}.'))
     files.update(matched)
   if not files:
     raise ValueError(f'The data pattern {patterns!r} names no files.')

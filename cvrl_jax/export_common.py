@@ -10,6 +10,7 @@
 """
 import json
 import os
+import shutil
 import sys
 import tempfile
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Tuple
@@ -91,9 +92,13 @@ class OutputDir:
     tmp = os.path.join(self.path, f'.{name}.tmp-{os.getpid()}')
     try:
       write(tmp)
+      if os.path.isdir(final):  # an earlier run's folder of the same name (the check owns it)
+        shutil.rmtree(final)
       os.replace(tmp, final)
     finally:
-      if os.path.isfile(tmp):
+      if os.path.isdir(tmp):
+        shutil.rmtree(tmp)
+      elif os.path.exists(tmp):
         os.unlink(tmp)
     self.written.append(name)
     return final

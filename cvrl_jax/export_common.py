@@ -151,15 +151,20 @@ def check_finite(named_arrays: Iterable[Tuple[str, Any]], what: str) -> None:
       raise ExportError(f'{what}: {name} has {bad} non-finite value(s); nothing was exported.')
 
 
-def flat_variables(variables: Mapping[str, PyTree]) -> dict[str, np.ndarray]:
-  """{'params': ..., 'batch_stats': ...} -> {'params/stem_conv/kernel': array, ...}."""
+def flat_leaves(variables: Mapping[str, PyTree]) -> dict[str, Any]:
+  """{'params': ..., 'batch_stats': ...} -> {'params/stem_conv/kernel': leaf, ...}."""
   flat = {}
   for collection in ('params', 'batch_stats'):
     leaves = jax.tree_util.tree_flatten_with_path(variables.get(collection, {}))[0]
     for path, leaf in leaves:
       keys = [getattr(p, 'key', getattr(p, 'name', str(p))) for p in path]
-      flat['/'.join([collection] + [str(k) for k in keys])] = np.asarray(jax.device_get(leaf))
+      flat['/'.join([collection] + [str(k) for k in keys])] = leaf
   return flat
+
+
+def flat_variables(variables: Mapping[str, PyTree]) -> dict[str, np.ndarray]:
+  """`flat_leaves` with every leaf fetched as a NumPy array."""
+  return {name: np.asarray(jax.device_get(leaf)) for name, leaf in flat_leaves(variables).items()}
 
 
 def architecture(model_cfg: ml_collections.ConfigDict) -> dict:

@@ -122,8 +122,9 @@ def export_torch(init_checkpoint: str, output: str) -> str:
   from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
   _, variables, model_cfg = export_common.load_checkpoint(init_checkpoint)
   check_supported(model_cfg)
+  export_common.check_finite(export_common.flat_variables(variables).items(),
+                             f'PyTorch export of {init_checkpoint}')
   tensors = state_dict(variables, model_cfg)
-  export_common.check_finite(tensors.items(), f'PyTorch export of {init_checkpoint}')
   out = export_common.OutputDir(output, WRITER)
   config = export_config(model_cfg)
   out.write_with(torch_loader.WEIGHTS_FILE, lambda tmp: save_file(

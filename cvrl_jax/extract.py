@@ -20,6 +20,7 @@ settings and the finished files. Running the same command again skips the finish
 all are done, OUTPUT is written (it must not exist yet) and the parts folder is removed. Records
 without frames are skipped and counted.
 """
+import functools
 import hashlib
 import json
 import os
@@ -106,13 +107,19 @@ def file_batches(path: str, settings: Mapping[str, Any], batch_size: int):
   return dataset.batch(batch_size).prefetch(2), skipped
 
 
+@functools.lru_cache(maxsize=None)
+def _features_fn(backbone):
+  """Jitted per-view features; one per architecture in a process (runs reuse compilations)."""
+  return jax.jit(lambda v, video: features_lib.backbone_features(backbone, v, video))
+
+
 class Extractor:
   """Jitted features of a batch: averaged over views and, on request, per view."""
 
   def __init__(self, backbone, variables, batch_size: int):
     self.variables = variables
     self.batch_size = batch_size
-    self._features = jax.jit(lambda v, video: features_lib.backbone_features(backbone, v, video))
+    self._features = _features_fn(backbone)
 
   def __call__(self, video: np.ndarray) -> np.ndarray:
     """uint8 [B, V, T, H, W, 3] -> float32 [B, V, C]; a short batch is padded to batch_size
@@ -208,6 +215,16 @@ def _savez(path: str, arrays: Mapping[str, np.ndarray]) -> None:
     np.savez(f, **arrays)
 
 
+def _arrow_column(pa, values: np.ndarray):
+  """A NumPy column as Arrow: rows of a [N, ...] array become (nested) fixed-size lists."""
+  if values.ndim == 1:
+    return pa.array(values)
+  column = pa.array(values.reshape(-1))
+  for size in reversed(values.shape[1:]):
+    column = pa.FixedSizeListArray.from_arrays(column, size)
+  return column
+
+
 def write_output(output: str, parts: List[Dict[str, np.ndarray]]) -> int:
   parts = [p for p in parts if len(p['label'])]
   if not parts:
@@ -223,7 +240,7 @@ def write_output(output: str, parts: List[Dict[str, np.ndarray]]) -> int:
     except ImportError as e:
       raise ValueError('Writing Parquet needs pyarrow (pip install pyarrow); or give an --output '
                        'ending in .npz.') from e
-    table = pa.table({k: (list(v) if v.ndim > 1 else v) for k, v in merged.items()})
+    table = pa.table({k: _arrow_column(pa, v) for k, v in merged.items()})
     export_common.atomic_write(output, lambda tmp: pq.write_table(table, tmp))
   return len(merged['feature'])
 

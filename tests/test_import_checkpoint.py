@@ -130,3 +130,4 @@ def test_bad_inputs_fail_with_one_sentence(model_garden_checkpoint, tmp_path, ca
   assert exit_info.value.code == 2
   err = capsys.readouterr().err.strip().splitlines()
   assert len(err) == 1 and err[0].startswith('Error: ') and 'not a readable' in err[0], err
+  assert not (tmp_path / 'out').exists()

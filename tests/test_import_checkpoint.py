@@ -73,6 +73,14 @@ def test_imported_encoder_computes_the_model_garden_features(model_garden_checkp
   expected = weights_testlib.model_garden_features(tf_backbone, clips)
   got = np.asarray(backbone.apply(variables, clips, train=False))
   np.testing.assert_allclose(got, expected, rtol=2e-5, atol=2e-5 * np.abs(expected).max())
+  # Evaluation jobs take it as init_checkpoint once config.model names the Model Garden's epsilon.
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ('data',))
+  job_cfg = config_lib.model_config()
+  job_cfg.width_multiplier = 1 / 16
+  with pytest.raises(ValueError, match='bn_epsilon 0.001 vs 1e-05'):
+    export.load_for_config(path, job_cfg, mesh, jax.random.key(0))
+  job_cfg.bn_epsilon = 1e-3
+  assert export.load_for_config(path, job_cfg, mesh, jax.random.key(0))[3] == path
   # The checkpoint's epsilon is not stored; the default epsilon (1e-5) would be visibly off.
   wrong = weights_testlib.model_garden_features(tf_backbone, clips, epsilon=1e-5)
   assert np.abs(wrong - expected).max() > 1e-3 * np.abs(expected).max()

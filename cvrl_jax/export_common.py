@@ -16,9 +16,12 @@ import tempfile
 from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Tuple
 
 from absl import flags
+from etils import epath
 import jax
 import ml_collections
 import numpy as np
+
+from cvrl_jax import paths
 
 PyTree = Any
 MANIFEST_FILE = 'cvrl_jax_manifest.json'
@@ -34,37 +37,38 @@ class ExportError(ValueError):
 class OutputDir:
   """A folder one writer owns: refuses folders holding files it did not write.
 
-  `OutputDir(path, writer)` checks the folder at construction; `write_bytes` / `write_text` put
-  files in place atomically; `finish()` records the written names in the manifest, the last file
-  written, so a folder with a manifest is complete.
+  `OutputDir(path, writer)` checks the folder at construction; `write_bytes` / `write_text` /
+  `write_with` put files in place whole; `finish()` records the written names in the manifest,
+  the last file written, so a folder with a manifest is complete. `path` may be a local folder or
+  a URL (gs://...; cvrl_jax.paths): a URL's files are written locally first, then copied up.
   """
 
   def __init__(self, path: str, writer: str):
     if not path:
       raise ExportError(f'{writer}: no output folder given (--output).')
-    self.path = os.path.abspath(path)
+    self.path = paths.absolute(path)
     self.writer = writer
     self.written: list[str] = []
-    if os.path.exists(self.path) and not os.path.isdir(self.path):
+    if paths.exists(self.path) and not paths.isdir(self.path):
       raise ExportError(f'{writer}: the output {self.path} exists and is not a folder.')
-    if os.path.isdir(self.path):
+    if paths.isdir(self.path):
       self._check_owned()
     else:
       try:
-        os.makedirs(self.path)
+        paths.makedirs(self.path)
       except OSError as e:
-        raise ExportError(f'{writer}: cannot create the output folder {self.path} ({e.strerror}).'
-                          ) from e
+        raise ExportError(f'{writer}: cannot create the output folder {self.path} '
+                          f'({e.strerror or e}).') from e
 
   def _check_owned(self) -> None:
-    present = sorted(os.listdir(self.path))
+    present = paths.listdir(self.path)
     if not present:
       return
-    manifest = os.path.join(self.path, MANIFEST_FILE)
+    manifest = self.file(MANIFEST_FILE)
     owned: set = set()
-    if os.path.isfile(manifest):
+    if paths.isfile(manifest):
       try:
-        record = json.loads(open(manifest, encoding='utf-8').read())
+        record = paths.read_json(manifest)
       except (OSError, ValueError):
         record = {}
       if record.get('writer') == self.writer:
@@ -75,10 +79,10 @@ class OutputDir:
           f'{self.writer}: the output folder {self.path} is not empty and holds files this '
           f'writer did not write ({", ".join(foreign[:3])}{", ..." if len(foreign) > 3 else ""}); '
           f'choose a new or empty folder.')
-    os.unlink(manifest)  # the folder is incomplete until the new manifest is written
+    paths.remove(manifest)  # the folder is incomplete until the new manifest is written
 
   def file(self, name: str) -> str:
-    return os.path.join(self.path, name)
+    return paths.join(self.path, name)
 
   def write_bytes(self, name: str, data: bytes) -> str:
     return self.write_with(name, lambda tmp: _write_file(tmp, data))
@@ -87,35 +91,58 @@ class OutputDir:
     return self.write_bytes(name, text.encode('utf-8'))
 
   def write_with(self, name: str, write: Callable[[str], None]) -> str:
-    """Calls `write(temporary_path)` (which creates that file or folder), then renames it."""
+    """Calls `write(temporary_path)` (which creates that file or folder), then moves it to
+    `name` in the output, replacing this writer's earlier file or folder of that name."""
     final = self.file(name)
-    tmp = os.path.join(self.path, f'.{name}.tmp-{os.getpid()}')
-    try:
-      write(tmp)
-      if os.path.isdir(final):  # an earlier run's folder of the same name (the check owns it)
-        shutil.rmtree(final)
-      os.replace(tmp, final)
-    finally:
-      if os.path.isdir(tmp):
-        shutil.rmtree(tmp)
-      elif os.path.exists(tmp):
-        os.unlink(tmp)
+    if paths.is_url(self.path):
+      with tempfile.TemporaryDirectory(prefix='cvrl_jax_export_') as staging:
+        local = os.path.join(staging, name)
+        write(local)
+        _upload(local, final)
+    else:
+      tmp = os.path.join(self.path, f'.{name}.tmp-{os.getpid()}')
+      try:
+        write(tmp)
+        if os.path.isdir(final):  # an earlier run's folder of the same name (the check owns it)
+          shutil.rmtree(final)
+        os.replace(tmp, final)
+      finally:
+        if os.path.isdir(tmp):
+          shutil.rmtree(tmp)
+        elif os.path.exists(tmp):
+          os.unlink(tmp)
     self.written.append(name)
     return final
 
   def finish(self, info: Optional[Mapping[str, Any]] = None) -> str:
     record = {'writer': self.writer, 'files': sorted(set(self.written)), **dict(info or {})}
-    self.write_text(MANIFEST_FILE, json.dumps(record, indent=2, sort_keys=True) + '\n')
+    paths.write_json(self.file(MANIFEST_FILE), record)
     return self.path
 
 
+def _upload(local: str, url: str) -> None:
+  """Copies a local file or folder to a URL (an earlier object or folder there is replaced)."""
+  target = epath.Path(url)
+  if target.is_dir():
+    target.rmtree()
+  if os.path.isdir(local):
+    for root, _, files in os.walk(local):
+      relative = os.path.relpath(root, local)
+      folder = target if relative == '.' else target / relative
+      folder.mkdir(parents=True, exist_ok=True)
+      for name in files:
+        epath.Path(os.path.join(root, name)).copy(folder / name, overwrite=True)
+  else:
+    epath.Path(local).copy(target, overwrite=True)
+
+
 def require_new_folder(path: str, writer: str) -> str:
-  """The absolute path of `path` if it is absent or an empty folder, else an ExportError (for
-  writers whose output format has no manifest of its own, such as a backbone export)."""
+  """The absolute path (or URL) of `path` if it is absent or an empty folder, else an
+  ExportError (for writers whose output has no manifest of its own, such as a backbone export)."""
   if not path:
     raise ExportError(f'{writer}: no output folder given (--output).')
-  path = os.path.abspath(path)
-  if os.path.exists(path) and (not os.path.isdir(path) or os.listdir(path)):
+  path = paths.absolute(path)
+  if paths.exists(path) and (not paths.isdir(path) or paths.listdir(path)):
     raise ExportError(f'{writer}: the output {path} already exists and is not an empty folder; '
                       'choose a new or empty folder.')
   return path
@@ -195,21 +222,37 @@ def load_checkpoint(path: str):
   return models.build_backbone(model_cfg), variables, model_cfg
 
 
-EXPECTED_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError)
+EXPECTED_ERRORS = (ValueError, OSError)  # OSError: missing files, export.ExportError, storage
 
 
 def run(body: Callable[[], str], argv: Sequence[str]) -> None:
   """The body of an entry point's main: configures the process, runs `body`, prints its result;
-  an expected failure is printed as one sentence (exit status 2), never a traceback."""
+  an expected failure is printed as one sentence (exit status 2), never a traceback (shown with
+  --verbosity=1)."""
   from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import logging  # pylint: disable=g-import-not-at-top
+  from cvrl_jax import logs  # pylint: disable=g-import-not-at-top
   from cvrl_jax import startup  # pylint: disable=g-import-not-at-top
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
+  if flags.FLAGS.is_parsed():
+    logs.setup_logging()
   startup.configure_process()
   try:
     message = body()
   except EXPECTED_ERRORS as e:
+    logging.debug('Traceback of the error below:', exc_info=True)
     print(f'Error: {e}', file=sys.stderr)
     sys.exit(2)
   if message:
     print(message)
+
+
+def start(define_flags: Callable[[], None], main: Callable[[Sequence[str]], None]) -> None:
+  """`if __name__ == '__main__'` of an entry point: TensorFlow's and XLA's start-up lines kept
+  quiet (unless --verbosity=1), its flags defined, absl's app run."""
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from cvrl_jax import startup  # pylint: disable=g-import-not-at-top
+  startup.quiet_native_logs(startup.verbosity_from_argv(sys.argv))
+  define_flags()
+  app.run(main)

@@ -13,7 +13,6 @@ cvrl_jax's conventions: channels-last RGB clips in [0, 1] (the graph transposes 
 """
 from typing import Mapping
 
-from absl import app
 from absl import flags
 import ml_collections
 import numpy as np
@@ -163,5 +162,4 @@ def main(argv) -> None:
 
 
 if __name__ == '__main__':
-  _define_flags()
-  app.run(main)
+  export_common.start(_define_flags, main)

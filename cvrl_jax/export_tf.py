@@ -14,7 +14,6 @@ SavedModel (`model.weights`), not constants folded into the graph. Batch size, f
 size are symbolic; the frame height and width must be multiples of 32 (224, 256, ...). Running it needs TensorFlow with
 XLA on the loading side (any TF 2 CPU or GPU build).
 """
-from absl import app
 from absl import flags
 import jax
 import numpy as np
@@ -86,5 +85,4 @@ def main(argv) -> None:
 
 
 if __name__ == '__main__':
-  _define_flags()
-  app.run(main)
+  export_common.start(_define_flags, main)

@@ -28,7 +28,6 @@ import inspect
 import json
 from typing import Mapping
 
-from absl import app
 from absl import flags
 import ml_collections
 import numpy as np
@@ -146,5 +145,4 @@ def main(argv) -> None:
 
 
 if __name__ == '__main__':
-  _define_flags()
-  app.run(main)
+  export_common.start(_define_flags, main)

@@ -28,7 +28,6 @@ import shutil
 import time
 from typing import Any, Dict, List, Mapping, Optional
 
-from absl import app
 from absl import flags
 from absl import logging
 import jax
@@ -38,6 +37,7 @@ import numpy as np
 from cvrl_jax import config_lib
 from cvrl_jax import export
 from cvrl_jax import export_common
+from cvrl_jax import paths
 from cvrl_jax.evaluate import features as features_lib
 
 WRITER = 'extract'
@@ -251,33 +251,36 @@ def extract(init_checkpoint: str, files: str, output: str, *, views: str = 'test
   from cvrl_jax.data import sources  # pylint: disable=g-import-not-at-top
   if not output or not output.endswith(FORMATS):
     raise ValueError(f'--output must end in one of {FORMATS}, got {output!r}.')
+  if paths.is_url(output):
+    raise ValueError(f'--output must be a local file, got {output}: the parts that make a run '
+                     'resumable are kept beside it (copy the file to the bucket afterwards).')
   output = os.path.abspath(output)
   if os.path.exists(output):
     raise ValueError(f'{output} already exists; choose another --output.')
   if batch_size < 1:
     raise ValueError(f'--batch_size must be positive, got {batch_size}.')
   settings = view_settings(views, **view_overrides)
-  paths = sources.resolve_files(files)
+  inputs = sources.resolve_files(files)
   backbone, variables, model_cfg = export_common.load_checkpoint(init_checkpoint)
-  key = hashlib.sha256(json.dumps([os.path.abspath(init_checkpoint), paths, settings, per_clip],
+  key = hashlib.sha256(json.dumps([os.path.abspath(init_checkpoint), inputs, settings, per_clip],
                                   sort_keys=True).encode()).hexdigest()[:16]
   progress = Progress(output, {'key': key, 'settings': settings, 'checkpoint': init_checkpoint,
-                               'files': paths, 'per_clip': per_clip})
+                               'files': inputs, 'per_clip': per_clip})
   extractor = Extractor(backbone, variables, batch_size)
   start, videos = time.time(), 0
-  for index, path in enumerate(paths):
+  for index, path in enumerate(inputs):
     if progress.is_done(path):
-      logging.info('[%d/%d] %s: done in an earlier run.', index + 1, len(paths), path)
+      logging.info('[%d/%d] %s: done in an earlier run.', index + 1, len(inputs), path)
       continue
     part = extract_file(extractor, path, settings, per_clip)
     progress.save(index, path, part)
     videos += len(part['feature'])
-    message = (f'[{index + 1}/{len(paths)}] {path}: {len(part["feature"])} videos '
+    message = (f'[{index + 1}/{len(inputs)}] {path}: {len(part["feature"])} videos '
                f'({int(part["num_skipped"])} without frames skipped), '
                f'{videos / (time.time() - start):.2f} videos/s')
     logging.info(message)
     print(message, flush=True)
-  parts = progress.load(paths)
+  parts = progress.load(inputs)
   count = write_output(output, parts)
   skipped = sum(int(p['num_skipped']) for p in parts)
   progress.remove()
@@ -309,5 +312,4 @@ def main(argv) -> None:
 
 
 if __name__ == '__main__':
-  _define_flags()
-  app.run(main)
+  export_common.start(_define_flags, main)

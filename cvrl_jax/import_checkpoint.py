@@ -25,7 +25,6 @@ import dataclasses
 import re
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-from absl import app
 from absl import flags
 from absl import logging
 import jax
@@ -251,5 +250,4 @@ def main(argv) -> None:
 
 
 if __name__ == '__main__':
-  _define_flags()
-  app.run(main)
+  export_common.start(_define_flags, main)

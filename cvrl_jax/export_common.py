@@ -8,7 +8,6 @@
     (`OutputDir`); files appear under their final names only when complete (write to a temporary
     name, then rename); nothing non-finite is exported (`check_finite`).
 """
-import json
 import os
 import shutil
 import sys

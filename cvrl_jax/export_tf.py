@@ -11,8 +11,8 @@ DIR receives `saved_model/` and `cvrl_jax_manifest.json`. Load it with
 its running statistics) converted by jax2tf to one XlaCallModule op holding the StableHLO of
 the JAX function, so it computes what JAX computes; the weights are tf.Variables of the
 SavedModel (`model.weights`), not constants folded into the graph. Batch size, frames and frame
-size are symbolic; the frame height and width must be multiples of 32 (224, 256, ...). Running it needs TensorFlow with
-XLA on the loading side (any TF 2 CPU or GPU build).
+size are symbolic; the frame height and width must be multiples of 32 (224, 256, ...). Running
+it needs TensorFlow with XLA on the loading side (any TF 2 CPU or GPU build).
 """
 from absl import flags
 import jax

@@ -24,9 +24,8 @@ import functools
 import hashlib
 import json
 import os
-import shutil
 import time
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping
 
 from absl import flags
 from absl import logging

@@ -278,7 +278,6 @@ def extract(init_checkpoint: str, files: str, output: str, *, views: str = 'test
                f'({int(part["num_skipped"])} without frames skipped), '
                f'{videos / (time.time() - start):.2f} videos/s')
     logging.info(message)
-    print(message, flush=True)
   parts = progress.load(inputs)
   count = write_output(output, parts)
   skipped = sum(int(p['num_skipped']) for p in parts)

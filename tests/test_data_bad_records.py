@@ -231,3 +231,16 @@ def test_a_pretraining_run_skips_logs_and_reports_bad_records(env, tmp_path, cap
   assert resumed['step'] == 5
   assert sorted((s['file'], s['record']) for s in resumed['skipped_records']) == sorted(skipped)
   assert resumed['num_skipped_records'] >= 2
+
+
+def test_a_file_removed_while_it_is_read_is_one_sentence(tmp_path):
+  import os  # pylint: disable=g-import-not-at-top
+  path = str(tmp_path / 'gone.tfrecord')
+  dmvr.write_shard(path, [dmvr.make_sequence_example(_video(), i) for i in range(4)])
+  iterator = _eval(_cfg([path], num_classes=5))
+  os.remove(path)  # after the pipeline is built, before it reads
+  with pytest.raises(ValueError) as error:
+    next(iterator)
+  message = str(error.value)
+  assert message.startswith(f"Cannot read data pattern '{path}'") and path in message
+  assert '{{' not in message and '[[' not in message and '\n' not in message

@@ -65,6 +65,8 @@ class DataIterator:
     except tf.errors.InvalidArgumentError as e:
       raise ValueError(f'Cannot read an example of {self._source.name}: '
                        f'{records.tf_error_text(e)}.') from None
+    except tf.errors.OpError as e:  # e.g. a file deleted or made unreadable while it is read
+      raise ValueError(f'Cannot read {self._source.name}: {records.tf_error_text(e)}.') from None
     return self.checks(batch) if self.checks is not None else batch
 
 

@@ -42,6 +42,7 @@ RESUMABLE_KEYS: tuple[str, ...] = (
     'model.remat', 'model.conv_impl',  # how the same network is computed
     'data.train_files', 'data.tfds_data_dir',  # the same videos at another location
     'data.num_parallel_calls', 'data.prefetch',  # input throughput
+    'data.max_bad_fraction',  # how many undecodable records to skip (cvrl_jax/data/records.py)
     'eval.', 'data.eval_files', 'data.tfds_eval_split', 'data.num_classes',  # the online monitor
     'data.eval_num_frames', 'data.eval_frame_stride', 'data.eval_image_size', 'data.eval_resize',
     'data.eval_crop_size', 'data.eval_num_temporal_views', 'data.eval_num_spatial_views',

@@ -8,6 +8,7 @@ are short Python subprocesses that import only what they need.
 """
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -22,6 +23,8 @@ import pytest
 from cvrl_jax import checkpoint as checkpoint_lib
 from cvrl_jax import config_lib
 from cvrl_jax import workdir as workdir_lib
+import train_testlib as lib
+from train_testlib import env  # noqa: F401  (a fixture)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -355,3 +358,100 @@ def test_ctrl_c_requests_a_save_and_a_second_one_exits_at_once():
     assert proc.returncode == -signal.SIGINT
   finally:
     proc.kill()
+
+
+# ------------------------------------------------------------------------------------------------
+# Whole runs (the 6-step demo run of train_testlib, shared with tests/test_train.py).
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope='module')
+def uninterrupted(env, tmp_path_factory):  # noqa: F811
+  return lib.uninterrupted_run(env.data, str(tmp_path_factory.getbasetemp() / 'uninterrupted'))
+
+
+def _copy_run(source, target, steps, files=('config.json',)):
+  os.makedirs(os.path.join(target, 'checkpoints'))
+  for step in steps:
+    shutil.copytree(os.path.join(source, 'checkpoints', str(step)),
+                    os.path.join(target, 'checkpoints', str(step)))
+  for name in files:
+    path = os.path.join(source, name)
+    (shutil.copytree if os.path.isdir(path) else shutil.copy)(path, os.path.join(target, name))
+
+
+def test_a_run_resumes_past_a_nan_checkpoint_and_exports_finite_weights(uninterrupted, env,
+                                                                        tmp_path, caplog):
+  """The latest checkpoint (step 6) holds a NaN weight: the run resumes from step 3 instead, with
+  a warning naming both, trains steps 4-6 to the uninterrupted run's losses and exports a finite
+  backbone (before: it restored the NaN silently, exited 0 and exported it)."""
+  from cvrl_jax import export, trainer  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  source, workdir = uninterrupted['workdir'], str(tmp_path / 'run')
+  _copy_run(source, workdir, [lib.CHECKPOINT_EVERY])
+  manager = ocp.CheckpointManager(os.path.join(source, 'checkpoints'), item_names=('state', 'data'))
+  restored = manager.restore(lib.NUM_STEPS, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(), data=ocp.args.JsonRestore()))
+  manager.close()
+  kernel = restored['state']['params']['backbone']['stem_conv']['kernel']
+  restored['state']['params']['backbone']['stem_conv']['kernel'] = kernel.at[0, 0, 0, 0, 0].set(
+      jnp.nan)
+  target = ocp.CheckpointManager(os.path.join(workdir, 'checkpoints'), item_names=('state', 'data'))
+  target.save(lib.NUM_STEPS, args=ocp.args.Composite(
+      state=ocp.args.StandardSave(restored['state']), data=ocp.args.JsonSave(restored['data'])))
+  target.wait_until_finished()
+  target.close()
+
+  with caplog.at_level('WARNING'):
+    results = trainer.pretrain(lib.demo_config(env.data), workdir)
+  bad, good = (os.path.join(workdir, 'checkpoints', str(s))
+               for s in (lib.NUM_STEPS, lib.CHECKPOINT_EVERY))
+  warnings = [r.getMessage() for r in caplog.records if 'is not usable' in r.getMessage()]
+  assert warnings == [f'The checkpoint {bad} is not usable: it holds NaN or infinite values '
+                      "(.params['backbone']['stem_conv']['kernel']); resuming from "
+                      f'{good} (it was moved to {workdir}/checkpoints.corrupt/{lib.NUM_STEPS}).'], \
+      warnings
+  after = range(lib.CHECKPOINT_EVERY + 1, lib.NUM_STEPS + 1)
+  np.testing.assert_allclose(lib.losses(workdir, after), lib.losses(source, after), rtol=1e-6)
+  assert results['step'] == lib.NUM_STEPS and results['finished'] is True
+  _, variables, _ = export.load_backbone(os.path.join(workdir, 'backbone'))
+  assert checkpoint_lib.non_finite_leaves(variables) == []
+
+
+def test_rerunning_a_finished_run_keeps_its_results(uninterrupted, env, tmp_path):
+  """Before: the re-run rewrote results.json with every metric gone."""
+  from cvrl_jax import trainer  # pylint: disable=g-import-not-at-top
+  source, workdir = uninterrupted['workdir'], str(tmp_path / 'run')
+  _copy_run(source, workdir, [lib.CHECKPOINT_EVERY, lib.NUM_STEPS],
+            files=('config.json', 'results.json', 'backbone'))
+  before = open(os.path.join(workdir, 'results.json')).read()
+  results = trainer.pretrain(lib.demo_config(env.data), workdir)
+  assert results == uninterrupted['results'] and 'train/loss' in results
+  assert open(os.path.join(workdir, 'results.json')).read() == before
+  assert not os.path.exists(os.path.join(workdir, 'lock.json'))
+
+
+def test_ctrl_c_saves_like_sigterm(uninterrupted, env, tmp_path):  # noqa: F811
+  """Before: Ctrl-C raised KeyboardInterrupt and lost the steps since the last checkpoint."""
+  del uninterrupted  # only here so its compilations are cached first
+  workdir = str(tmp_path / 'run')
+  proc = subprocess.Popen(lib.main_command(env.data, workdir), env=lib.subprocess_env(env.cache),
+                          cwd=lib.REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  output = []
+  try:
+    for line in proc.stdout:
+      output.append(line)
+      if f'step 1/{lib.NUM_STEPS} ' in line:
+        proc.send_signal(signal.SIGINT)
+        break
+    rest, _ = proc.communicate(timeout=600)
+  finally:
+    proc.kill()
+  output = ''.join(output) + rest
+  assert proc.returncode == 0, output
+  stopped = [l for l in output.splitlines() if 'Stopped by SIGINT after step' in l]
+  assert stopped, output
+  step = int(stopped[0].split('after step ')[1].split(';')[0])
+  assert 1 <= step < lib.NUM_STEPS
+  assert os.path.isdir(os.path.join(workdir, 'checkpoints', str(step)))
+  assert 'Traceback' not in output and 'KeyboardInterrupt' not in output
+  with open(os.path.join(workdir, 'results.json')) as f:
+    assert json.load(f)['step'] == step

@@ -301,8 +301,11 @@ class Checkpointer:
     try:
       self._manager.close()
     except Exception as e:  # pylint: disable=broad-except
-      logging.error('The checkpoint write of step %s did not complete (%s).', self._writing,
-                    describe_error(e))
+      if self._writing is None:  # already reported as a CheckpointWriteError
+        logging.debug('Closing the checkpoint manager:', exc_info=True)
+      else:
+        logging.error('The checkpoint write of step %d to %s did not complete (%s).',
+                      self._writing, self.step_path(self._writing), describe_error(e))
 
 
 def has_checkpoints(directory: str) -> bool:

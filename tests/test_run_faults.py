@@ -455,3 +455,40 @@ def test_ctrl_c_saves_like_sigterm(uninterrupted, env, tmp_path):  # noqa: F811
   assert 'Traceback' not in output and 'KeyboardInterrupt' not in output
   with open(os.path.join(workdir, 'results.json')) as f:
     assert json.load(f)['step'] == step
+
+
+def test_a_full_disk_stops_the_run_at_that_checkpoint_and_it_resumes_once_freed(uninterrupted, env,
+                                                                                 tmp_path):
+  """The disk has room for one checkpoint: the step-6 write fails, the run stops naming it and
+  the intact step-3 checkpoint (before: a checkpoint interval late, under ~700 lines of
+  tracebacks); with space freed, the same run resumes from step 3 to the uninterrupted losses."""
+  from cvrl_jax import trainer  # pylint: disable=g-import-not-at-top
+  source = uninterrupted['workdir']
+  checkpoint_bytes = sum(os.path.getsize(os.path.join(root, f)) for root, _, names in
+                         os.walk(os.path.join(source, 'checkpoints', str(lib.CHECKPOINT_EVERY)))
+                         for f in names)
+  disk = _mount_tmpfs(str(tmp_path / 'disk'), f'size={4 * checkpoint_bytes + (8 << 20)}')
+  try:
+    filler = os.path.join(disk, 'filler')
+    stats = os.statvfs(disk)
+    free = stats.f_bavail * stats.f_frsize
+    with open(filler, 'wb') as f:  # leave room for 1.5 checkpoints and the small files
+      f.write(b'\0' * int(free - 1.5 * checkpoint_bytes - (1 << 20)))
+    workdir = os.path.join(disk, 'run')
+    with pytest.raises(checkpoint_lib.CheckpointWriteError) as error:
+      trainer.pretrain(lib.demo_config(env.data), workdir)
+    step_dir = lambda s: os.path.join(workdir, 'checkpoints', str(s))
+    assert str(error.value) == (
+        f'Writing the checkpoint of step {lib.NUM_STEPS} to {step_dir(lib.NUM_STEPS)} failed (no '
+        f'space left on device); the previous checkpoint {step_dir(lib.CHECKPOINT_EVERY)} is '
+        'intact, and the same command resumes from it once the problem is fixed.')
+    assert not os.path.exists(os.path.join(workdir, 'lock.json'))
+
+    os.remove(filler)
+    results = trainer.pretrain(lib.demo_config(env.data), workdir)
+    after = range(lib.CHECKPOINT_EVERY + 1, lib.NUM_STEPS + 1)
+    resumed = {s: v for s, v in lib.read_scalars(workdir, 'train/loss').items() if s in after}
+    np.testing.assert_allclose([resumed[s] for s in after], lib.losses(source, after), rtol=1e-6)
+    assert results['step'] == lib.NUM_STEPS and results['finished'] is True
+  finally:
+    subprocess.run(['umount', '-l', disk], check=False)

@@ -16,7 +16,6 @@ half-written step is never listed). On resume, `restore_latest` checks the newes
 not, moving the bad one aside to `<directory>.corrupt/<step>` (nothing is deleted).
 """
 import logging as std_logging
-import os
 from typing import Any, Callable, Optional, Sequence
 
 from absl import logging
@@ -25,6 +24,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from jax.experimental import multihost_utils
 import jax.numpy as jnp
+
+from cvrl_jax import paths
 
 PyTree = Any
 # Orbax splits the write of a replicated array over its replicas ("replica-parallel"). For small
@@ -164,7 +165,7 @@ class Checkpointer:
                keep_every_steps: int = 0):
     _register_array_handler()
     _install_traceback_filter()
-    self.directory = os.path.abspath(directory)
+    self.directory = paths.absolute(directory)
     self.every_steps = every_steps
     self._writing: Optional[int] = None  # the step whose asynchronous write may still fail
     self._last_written: Optional[int] = None
@@ -182,18 +183,19 @@ class Checkpointer:
     return self._manager.all_steps()
 
   def step_path(self, step: int) -> str:
-    return os.path.join(self.directory, str(step))
+    return paths.join(self.directory, str(step))
 
   def is_periodic(self, step: int) -> bool:
     return self.every_steps > 0 and step % self.every_steps == 0
 
-  def save(self, step: int, state: PyTree, position: Sequence[int], host_split: str) -> None:
+  def save(self, step: int, state: PyTree, position: Sequence[int], host_split: str,
+           extra: Optional[dict] = None) -> None:
     """Starts saving (returns before the write ends when asynchronous). Collective: every process
-    must call it at the same step. Raises CheckpointWriteError when this write, or the previous
+    must call it at the same step. `extra` (JSON values) is stored in the data record too. Raises CheckpointWriteError when this write, or the previous
     asynchronous one, failed."""
     self.wait()  # the previous write's failure is reported as that write's
     positions = gather_positions(position)
-    record = {'positions': positions.tolist(), 'host_split': host_split}
+    record = {**(extra or {}), 'positions': positions.tolist(), 'host_split': host_split}
     self._writing = step
     try:
       self._manager.save(step, args=ocp.args.Composite(
@@ -259,14 +261,14 @@ class Checkpointer:
   def _move_aside(self, step: int) -> str:
     """Moves step's folder to <directory>.corrupt/<step>[-n] (process 0); returns the new path."""
     target_dir = self.directory + '.corrupt'
-    target = os.path.join(target_dir, str(step))
+    target = paths.join(target_dir, str(step))
     n = 1
-    while os.path.exists(target):
+    while paths.exists(target):
       n += 1
-      target = os.path.join(target_dir, f'{step}-{n}')
+      target = paths.join(target_dir, f'{step}-{n}')
     if jax.process_index() == 0:
-      os.makedirs(target_dir, exist_ok=True)
-      os.rename(self.step_path(step), target)
+      paths.makedirs(target_dir)
+      paths.replace(self.step_path(step), target)
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices(f'cvrl_checkpoint_moved_{step}')
     return target
@@ -310,4 +312,4 @@ class Checkpointer:
 
 def has_checkpoints(directory: str) -> bool:
   """Whether `directory` holds any committed checkpoint step (read only; nothing is created)."""
-  return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
+  return paths.isdir(directory) and any(name.isdigit() for name in paths.listdir(directory))

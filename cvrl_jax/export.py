@@ -33,7 +33,9 @@ from jax.sharding import Mesh
 
 from cvrl_jax import checkpoint as checkpoint_lib
 from cvrl_jax import config_lib
+from cvrl_jax import logs
 from cvrl_jax import models
+from cvrl_jax import paths
 from cvrl_jax import sharding
 from cvrl_jax import startup
 
@@ -173,7 +175,7 @@ def export_backbone(output: str, variables: Mapping[str, PyTree],
   do NaN or infinite weights (ValueError), before anything is written. A failed write raises
   ExportError at once. Returns the absolute output path.
   """
-  out = epath.Path(output).absolute() if '://' not in output else epath.Path(output)
+  out = epath.Path(paths.absolute(output))
   tree = {name: variables.get(name, {}) for name in COLLECTIONS}
   bad = checkpoint_lib.non_finite_leaves(tree)
   if bad:
@@ -209,7 +211,7 @@ def export_workdir(workdir: str, output: str, step: Optional[int] = None) -> str
   backbone, variables, model_cfg = load_backbone(workdir, step=step)
   del backbone
   return export_backbone(output, variables, model_cfg,
-                         source={'workdir': os.path.abspath(workdir),
+                         source={'workdir': paths.absolute(workdir),
                                  'step': _step_of(workdir, step)})
 
 
@@ -299,6 +301,8 @@ def load_backbone(path: str, *, mesh: Optional[Mesh] = None, step: Optional[int]
   the default device. Missing or mismatched files raise one clear sentence naming `path`."""
   if not path:
     raise ValueError('No checkpoint path given.')
+  if not paths.exists(path):
+    raise FileNotFoundError(f'The checkpoint path {path} does not exist.')
   leaf_sharding = (sharding.replicated(mesh) if mesh is not None
                    else jax.sharding.SingleDeviceSharding(jax.devices()[0]))
   if is_export(path):
@@ -361,9 +365,12 @@ def _define_flags() -> None:
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  logs.setup_logging()
   startup.configure_process()
   workdir = flags.FLAGS.workdir
-  output = flags.FLAGS.output or os.path.join(workdir, 'backbone')
+  if not paths.exists(workdir):
+    sys.exit(f'Error: the workdir {workdir} does not exist.')
+  output = flags.FLAGS.output or paths.join(workdir, 'backbone')
   try:
     path = export_workdir(workdir, output, flags.FLAGS.step)
   except (ValueError, OSError) as e:  # the export's own one-sentence errors, no traceback
@@ -373,5 +380,6 @@ def main(argv) -> None:
 
 
 if __name__ == '__main__':
+  startup.quiet_native_logs(startup.verbosity_from_argv(sys.argv))
   _define_flags()
   app.run(main)

@@ -18,6 +18,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from cvrl_jax import logs
+from cvrl_jax import paths
 from cvrl_jax import startup
 
 # config.job -> 'module:function' with signature fn(config, workdir) -> {metric: value}.
@@ -124,7 +125,7 @@ def main(argv: Sequence[str]) -> None:
   from cvrl_jax import export  # pylint: disable=g-import-not-at-top
   job = get_job(config.job)
   try:
-    job(config, os.path.abspath(_WORKDIR.value))
+    job(config, paths.absolute(_WORKDIR.value))
   except run_utils.NonFiniteLossError as e:
     sys.exit(str(e))  # exit status 1
   except (ValueError, FileNotFoundError,  # bad config values or data: one sentence
@@ -133,4 +134,5 @@ def main(argv: Sequence[str]) -> None:
     sys.exit(f'Error: {e}')
 
 if __name__ == '__main__':
+  startup.quiet_native_logs(startup.verbosity_from_argv(sys.argv))
   app.run(main, flags_parser=_parse_flags)

@@ -1,8 +1,6 @@
 """What every job (pretraining and evaluation) shares about a run: its train state, the stop
 signal, progress lines and the JSON files it writes. No job imports another job's module for
 these."""
-import json
-import os
 import signal
 import threading
 from typing import Any, Mapping
@@ -11,6 +9,8 @@ from absl import logging
 import flax
 import jax
 from jax.experimental import multihost_utils
+
+from cvrl_jax import paths
 
 PyTree = Any
 
@@ -90,9 +90,6 @@ def progress_line(step: int, num_steps: int, metrics: Mapping[str, float], steps
 
 
 def write_json(path: str, obj: Any) -> None:
-  """Process 0 writes `obj` atomically (a reader never sees half a file)."""
+  """Process 0 writes `obj` whole (a reader never sees half a file); `path` may be a URL."""
   if jax.process_index() == 0:
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-      json.dump(obj, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    paths.write_json(path, obj)

@@ -11,7 +11,6 @@ device, so BatchNorm statistics and the contrastive negatives cover the whole gl
 """
 import dataclasses
 import importlib
-import os
 import time
 from typing import Any, Callable, Mapping
 
@@ -31,6 +30,7 @@ from cvrl_jax import checkpoint as checkpoint_lib
 from cvrl_jax import config_lib
 from cvrl_jax import export
 from cvrl_jax import optim
+from cvrl_jax import paths
 from cvrl_jax import run_utils
 from cvrl_jax import sharding
 from cvrl_jax import workdir as workdir_lib
@@ -182,7 +182,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float
     raise ValueError('config.init_checkpoint is for evaluation jobs; pretraining starts from '
                      'scratch or resumes from WORKDIR/checkpoints.')
   stored_config = None
-  if checkpoint_lib.has_checkpoints(os.path.join(workdir, 'checkpoints')):
+  if checkpoint_lib.has_checkpoints(paths.join(workdir, 'checkpoints')):
     stored_config = workdir_lib.check_resume(workdir, config)
   lock = workdir_lib.WorkdirLock(workdir).acquire()
   try:
@@ -194,7 +194,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float
 def _pretrain_locked(config: ml_collections.ConfigDict, workdir: str,
                      stored_config: dict | None) -> dict[str, float]:
   """pretrain() once the config is checked and the workdir is this run's."""
-  os.makedirs(workdir, exist_ok=True)
+  paths.makedirs(workdir)
   is_chief = jax.process_index() == 0
 
   # --------------------------------------------------------------------------------------------
@@ -227,7 +227,7 @@ def _pretrain_locked(config: ml_collections.ConfigDict, workdir: str,
   # --------------------------------------------------------------------------------------------
   parts = build_train_step(config, mesh, objective, num_steps, steps_per_epoch)
   ckpt = checkpoint_lib.Checkpointer(
-      os.path.join(workdir, 'checkpoints'), every_steps=config.checkpoint.every_steps,
+      paths.join(workdir, 'checkpoints'), every_steps=config.checkpoint.every_steps,
       keep=config.checkpoint.keep, async_save=config.checkpoint.async_save,
       keep_every_steps=config.checkpoint.keep_every_steps)
   restored = ckpt.restore_latest(parts.sharded_abstract_state())
@@ -246,12 +246,12 @@ def _pretrain_locked(config: ml_collections.ConfigDict, workdir: str,
   finished = workdir_lib.finished_results(workdir) if first_step >= num_steps else None
   if finished is not None and finished.get('step') == first_step:
     logging.info('Nothing to do: the run finished at step %d of %d; its results in %s are kept.',
-                 first_step, num_steps, os.path.join(workdir, 'results.json'))
+                 first_step, num_steps, paths.join(workdir, 'results.json'))
     ckpt.close()
-    if not export.is_export(os.path.join(workdir, 'backbone')):
+    if not export.is_export(paths.join(workdir, 'backbone')):
       _export_encoder(state, config, workdir, first_step)
     return finished
-  run_utils.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+  run_utils.write_json(paths.join(workdir, 'config.json'), config.to_dict())
   writer = (metric_writers.AsyncMultiWriter([metric_writers.SummaryWriter(workdir)])
             if is_chief else metric_writers.MultiWriter([]))
 
@@ -379,10 +379,10 @@ def _pretrain_locked(config: ml_collections.ConfigDict, workdir: str,
   # --------------------------------------------------------------------------------------------
   final_step = int(jax.device_get(state.step))
   results = dict(summary, step=final_step, num_train_steps=num_steps, finished=not stopped_early)
-  run_utils.write_json(os.path.join(workdir, 'results.json'), results)
+  run_utils.write_json(paths.join(workdir, 'results.json'), results)
   if not stopped_early:
     logging.info('Finished %d steps; results in %s.', final_step,
-                 os.path.join(workdir, 'results.json'))
+                 paths.join(workdir, 'results.json'))
     _export_encoder(state, config, workdir, final_step)
   return results
 
@@ -391,6 +391,6 @@ def _export_encoder(state: TrainState, config: ml_collections.ConfigDict, workdi
                     step: int) -> None:
   """The encoder alone, loadable without the training state (cvrl_jax.export)."""
   export.export_backbone(
-      os.path.join(workdir, 'backbone'),
+      paths.join(workdir, 'backbone'),
       {'params': state.params['backbone'], 'batch_stats': state.batch_stats.get('backbone', {})},
       config.model, source={'workdir': workdir, 'step': step})

@@ -23,6 +23,8 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
+from cvrl_jax import paths
+
 LOCK_FILE = 'lock.json'
 CONFIG_FILE = 'config.json'
 RESULTS_FILE = 'results.json'
@@ -66,12 +68,11 @@ def _may_change(key: str, may_change: Sequence[str]) -> bool:
 
 def read_config(workdir: str) -> Optional[dict]:
   """WORKDIR/config.json as a dict, None when there is none; one sentence when unreadable."""
-  path = os.path.join(workdir, CONFIG_FILE)
-  if not os.path.exists(path):
+  path = paths.join(workdir, CONFIG_FILE)
+  if not paths.exists(path):
     return None
   try:
-    with open(path) as f:
-      return json.load(f)
+    return paths.read_json(path)
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise ValueError(f'{path} is not valid JSON ({e}); the workdir cannot be resumed safely: '
                      'restore the file or use a new workdir.') from None
@@ -120,10 +121,9 @@ def check_derived(stored: Optional[Mapping[str, Any]], config: ml_collections.Co
 
 def finished_results(workdir: str) -> Optional[dict]:
   """results.json of the workdir when it records a finished run, else None."""
-  path = os.path.join(workdir, RESULTS_FILE)
+  path = paths.join(workdir, RESULTS_FILE)
   try:
-    with open(path) as f:
-      results = json.load(f)
+    results = paths.read_json(path)
   except (OSError, json.JSONDecodeError, UnicodeDecodeError):
     return None
   return results if isinstance(results, dict) and results.get('finished') else None

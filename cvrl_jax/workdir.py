@@ -45,6 +45,15 @@ RESUMABLE_KEYS: tuple[str, ...] = (
     'data.eval_num_frames', 'data.eval_frame_stride', 'data.eval_image_size', 'data.eval_resize',
     'data.eval_crop_size', 'data.eval_num_temporal_views', 'data.eval_num_spatial_views',
 )
+# The same for evaluation jobs (linear_eval, knn_eval, finetune): their length, logging,
+# checkpoints, mesh and data locations may change; the encoder, the classifier's training and
+# the test protocol may not.
+EVAL_RESUMABLE_KEYS: tuple[str, ...] = (
+    'log_every_steps', 'profile', 'knn_every_steps', 'checkpoint.', 'mesh.',
+    'model.remat', 'model.conv_impl', 'eval.batch_size',
+    'data.train_files', 'data.eval_files', 'data.tfds_data_dir',
+    'data.num_parallel_calls', 'data.prefetch',
+)
 # Written by the run itself (counted from the files); compared separately, after counting.
 DERIVED_KEYS = ('data.num_train_examples',)
 
@@ -157,12 +166,22 @@ class WorkdirLock:
   user's to ensure.
   """
 
+  # Workdirs this process holds -> how many holders; a job run by main.py under its lock may
+  # take the same lock again (pretrain() locks for callers that do not go through main.py).
+  _held: dict[str, int] = {}
+
   def __init__(self, workdir: str):
     self.workdir = workdir
     self.path = os.path.join(workdir, LOCK_FILE)
     self._fd: Optional[int] = None
+    self._nested = False
 
   def acquire(self) -> 'WorkdirLock':
+    key = os.path.realpath(self.workdir) if '://' not in self.workdir else self.workdir
+    if WorkdirLock._held.get(key):
+      WorkdirLock._held[key] += 1
+      self._nested = True
+      return self
     error = None
     if jax.process_index() == 0 and '://' not in self.workdir:
       try:
@@ -175,6 +194,7 @@ class WorkdirLock:
         error = f'Process 0 could not lock the workdir {self.workdir} (its log says why).'
     if error:
       raise ValueError(error)
+    WorkdirLock._held[key] = 1
     return self
 
   def _read_holder(self, fd: int) -> dict:
@@ -231,6 +251,13 @@ class WorkdirLock:
     raise ValueError(f'Could not lock the workdir {self.workdir}: {self.path} keeps changing.')
 
   def release(self) -> None:
+    key = os.path.realpath(self.workdir) if '://' not in self.workdir else self.workdir
+    if WorkdirLock._held.get(key):
+      WorkdirLock._held[key] -= 1
+      if self._nested or WorkdirLock._held[key]:
+        self._nested = False
+        return
+      del WorkdirLock._held[key]
     if self._fd is not None:
       try:
         os.unlink(self.path)  # before unlocking: a waiting run then opens a new file

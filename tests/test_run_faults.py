@@ -312,7 +312,7 @@ def test_keys_that_may_change_are_accepted_and_documented():
   assert workdir_lib.config_differences(stored, config) == []
   # Every key the docs list is one the code accepts, and the other way round.
   docs = open(os.path.join(REPO, 'docs', 'resuming.md')).read()
-  for key in workdir_lib.RESUMABLE_KEYS:
+  for key in workdir_lib.RESUMABLE_KEYS + workdir_lib.EVAL_RESUMABLE_KEYS:
     assert f'`{key.rstrip(".")}' in docs, key
 
 
@@ -492,3 +492,36 @@ def test_a_full_disk_stops_the_run_at_that_checkpoint_and_it_resumes_once_freed(
     assert results['step'] == lib.NUM_STEPS and results['finished'] is True
   finally:
     subprocess.run(['umount', '-l', disk], check=False)
+
+
+def test_a_resumed_evaluation_job_refuses_a_changed_protocol_before_writing(tmp_path):
+  from cvrl_jax.evaluate import common  # pylint: disable=g-import-not-at-top
+  config = config_lib.base_config()
+  config.job = 'linear_eval'
+  config.data.num_classes = 10
+  workdir = _workdir_with_run(tmp_path, config)
+  before = open(os.path.join(workdir, 'config.json'), 'rb').read()
+  changed = config_lib.base_config()
+  changed.job = 'linear_eval'
+  changed.data.num_classes = 10
+  changed.eval.batch_size = 16  # may change: throughput only
+  changed.eval.test_mode = 'center_clip'
+  changed.optim.base_lr = 1.0
+  with pytest.raises(ValueError, match=r"another config \(eval\.test_mode 'test_views' -> "
+                                       r"'center_clip'; optim\.base_lr 0\.32 -> 1\.0\)"):
+    common.start_job(changed, workdir)
+  assert open(os.path.join(workdir, 'config.json'), 'rb').read() == before
+  changed.eval.test_mode, changed.optim.base_lr = 'test_views', 0.32
+  common.start_job(changed, workdir)  # only eval.batch_size differs: resumes
+
+
+def test_the_workdir_lock_nests_within_one_process(tmp_path):
+  """main.py locks the workdir for every job and pretrain() locks it again for direct callers."""
+  outer = workdir_lib.WorkdirLock(str(tmp_path)).acquire()
+  inner = workdir_lib.WorkdirLock(str(tmp_path)).acquire()
+  inner.release()
+  assert json.load(open(tmp_path / 'lock.json'))['pid'] == os.getpid()  # still held
+  probe = _python(HOLD_LOCK.replace('sys.argv[1]', repr(str(tmp_path))))
+  assert 'in use by process' in probe.communicate(timeout=120)[0]
+  outer.release()
+  assert not (tmp_path / 'lock.json').exists()

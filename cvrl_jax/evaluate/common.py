@@ -18,6 +18,7 @@ from cvrl_jax import optim
 from cvrl_jax import paths
 from cvrl_jax import sharding
 from cvrl_jax import run_utils
+from cvrl_jax import workdir as workdir_lib
 from cvrl_jax.data import pipeline
 from cvrl_jax.evaluate import features
 from cvrl_jax.evaluate import views
@@ -45,6 +46,8 @@ def start_job(config: ml_collections.ConfigDict, workdir: str) -> Mesh:
   if config.init_checkpoint and paths.absolute(config.init_checkpoint) == paths.absolute(workdir):
     raise ValueError(f'The workdir {workdir} is the init_checkpoint itself; give the evaluation '
                      'its own workdir so the pretraining run\'s config.json and results.json stay.')
+  if checkpoint_lib.has_checkpoints(paths.join(workdir, CHECKPOINT_DIR)):  # a resumed job
+    workdir_lib.check_resume(workdir, config, workdir_lib.EVAL_RESUMABLE_KEYS)
   paths.makedirs(workdir)
   run_utils.write_json(paths.join(workdir, CONFIG_FILE), config.to_dict())
   mesh = sharding.make_mesh(config.mesh)

@@ -525,3 +525,22 @@ def test_the_workdir_lock_nests_within_one_process(tmp_path):
   assert 'in use by process' in probe.communicate(timeout=120)[0]
   outer.release()
   assert not (tmp_path / 'lock.json').exists()
+
+
+def test_lock_of_another_host_without_file_locks_is_taken_over_once_stale(tmp_path, monkeypatch):
+  import errno  # pylint: disable=g-import-not-at-top
+  import fcntl  # pylint: disable=g-import-not-at-top
+
+  def no_flock(fd, op):
+    raise OSError(errno.ENOLCK, 'No locks available')
+
+  monkeypatch.setattr(fcntl, 'flock', no_flock)
+  lock_file = tmp_path / 'lock.json'
+  lock_file.write_text(json.dumps({'host': 'other-host', 'pid': 1, 'time': 'then'}))
+  with pytest.raises(ValueError, match=r'in use by process 1 on other-host .*renewed \d+ s ago'):
+    workdir_lib.WorkdirLock(str(tmp_path)).acquire()
+  stale = time.time() - workdir_lib.STALE_AFTER_S - 1
+  os.utime(lock_file, (stale, stale))  # its holder stopped renewing it
+  lock = workdir_lib.WorkdirLock(str(tmp_path)).acquire()
+  assert json.loads(lock_file.read_text())['pid'] == os.getpid()
+  lock.release()

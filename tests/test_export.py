@@ -132,8 +132,11 @@ def test_weights_that_do_not_fit_their_config(pretraining_workdir, tmp_path):
 
 
 def test_missing_checkpoints(tmp_path):
-  with pytest.raises(FileNotFoundError, match='neither an exported backbone'):
+  with pytest.raises(FileNotFoundError, match='nothing_here does not exist'):
     export.load_backbone(str(tmp_path / 'nothing_here'))
+  (tmp_path / 'empty').mkdir()
+  with pytest.raises(FileNotFoundError, match='neither an exported backbone'):
+    export.load_backbone(str(tmp_path / 'empty'))
   empty_run = tmp_path / 'run'
   (empty_run / 'checkpoints').mkdir(parents=True)
   (empty_run / 'config.json').write_text(json.dumps(tiny_config().to_dict()))

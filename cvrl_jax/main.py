@@ -121,12 +121,15 @@ def main(argv: Sequence[str]) -> None:
   logging.info('JAX %s: process %d of %d, %d local / %d global devices (%s).', jax.__version__,
                jax.process_index(), jax.process_count(), jax.local_device_count(),
                jax.device_count(), jax.devices()[0].platform)
+  from cvrl_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  from cvrl_jax import export  # pylint: disable=g-import-not-at-top
   job = get_job(config.job)
   try:
     job(config, paths.absolute(_WORKDIR.value))
   except run_utils.NonFiniteLossError as e:
     sys.exit(str(e))  # exit status 1
-  except (ValueError, FileNotFoundError) as e:  # bad config values or data: one sentence
+  except (ValueError, FileNotFoundError,  # bad config values or data: one sentence
+          checkpoint.CheckpointWriteError, export.ExportError) as e:  # a failed write: the same
     logging.debug('Traceback of the error below:', exc_info=True)  # shown with --verbosity=1
     sys.exit(f'Error: {e}')
 

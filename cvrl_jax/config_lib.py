@@ -177,6 +177,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f'config.{key} must be >= 0, got {get(config, key)!r}.')
   if config.num_train_steps == 0 and config.num_epochs == 0:
     raise ValueError('Set config.num_epochs or config.num_train_steps to a positive value.')
+  every, keep_every = config.checkpoint.every_steps, config.checkpoint.keep_every_steps
+  if keep_every > 0 and (every == 0 or keep_every % every):
+    raise ValueError(f'config.checkpoint.keep_every_steps={keep_every} must be a multiple of '
+                     f'config.checkpoint.every_steps={every}, the steps checkpoints are written '
+                     'at.')
   if not 0.0 <= config.data.max_bad_fraction < 1.0:
     raise ValueError('config.data.max_bad_fraction must be in [0, 1), got '
                      f'{config.data.max_bad_fraction!r}.')

@@ -90,6 +90,12 @@ def test_keep_every_steps_is_validated():
   config.checkpoint.keep_every_steps = -1
   with pytest.raises(ValueError, match=r'config\.checkpoint\.keep_every_steps must be >= 0'):
     config_lib.validate(config)
+  config.checkpoint.every_steps, config.checkpoint.keep_every_steps = 300, 1000
+  with pytest.raises(ValueError, match=r'^config\.checkpoint\.keep_every_steps=1000 must be a '
+                                       r'multiple of config\.checkpoint\.every_steps=300, '):
+    config_lib.validate(config)
+  config.checkpoint.keep_every_steps = 3000
+  config_lib.validate(config)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -294,25 +294,16 @@ def existing_shard_counts(output: str, split: str) -> dict[int, list[str]]:
   return counts
 
 
-def _process_alive(pid: int) -> bool:
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:
-    return True
-  return True
-
-
 def remove_stale_temporaries(output: str) -> list[str]:
   """Removes the converter's own temporary files (a shard's, its metadata's, labels.txt's or a
   summary's `.tmp-{pid}`, dmvr.temporary_pid) left by a killed run: only those whose process is
   no longer running on this machine. Nothing else is ever removed."""
+  from cvrl_jax import run_utils  # pylint: disable=g-import-not-at-top  (jax: only when needed)
   from cvrl_jax.data import dmvr  # pylint: disable=g-import-not-at-top
   removed = []
   for name in paths.listdir(output):
     pid = dmvr.temporary_pid(name)
-    if pid is not None and not _process_alive(pid):
+    if pid is not None and not run_utils.pid_alive(pid):
       paths.remove(paths.join(output, name))
       removed.append(name)
   return removed

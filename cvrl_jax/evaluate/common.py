@@ -18,6 +18,7 @@ from cvrl_jax import optim
 from cvrl_jax import paths
 from cvrl_jax import sharding
 from cvrl_jax import run_utils
+from cvrl_jax import workdir as workdir_lib
 from cvrl_jax.data import pipeline
 from cvrl_jax.evaluate import features
 from cvrl_jax.evaluate import views
@@ -26,6 +27,12 @@ PyTree = Any
 RESULTS_FILE = 'results.json'
 CONFIG_FILE = 'config.json'
 CHECKPOINT_DIR = 'checkpoints'  # the training loop's checkpoints (train_loop)
+# Keys a resumed evaluation job may change: how it is computed, logged and checkpointed, and where
+# the same videos are. Everything else (the encoder, the classifier's training, the test views)
+# decides its results.
+RESUMABLE_KEYS = ('log_every_steps', 'checkpoint.', 'mesh.', 'model.remat', 'model.conv_impl',
+                  'data.train_files', 'data.eval_files', 'data.tfds_data_dir',
+                  'data.num_parallel_calls', 'data.prefetch', 'eval.batch_size')
 
 
 def write_results(workdir: str, results: Mapping[str, float]) -> None:
@@ -45,6 +52,8 @@ def start_job(config: ml_collections.ConfigDict, workdir: str) -> Mesh:
   if config.init_checkpoint and paths.absolute(config.init_checkpoint) == paths.absolute(workdir):
     raise ValueError(f'The workdir {workdir} is the init_checkpoint itself; give the evaluation '
                      'its own workdir so the pretraining run\'s config.json and results.json stay.')
+  if checkpoint_lib.has_checkpoints(paths.join(workdir, CHECKPOINT_DIR)):
+    workdir_lib.check_resume(workdir, config, RESUMABLE_KEYS)  # a resumed job keeps its config
   paths.makedirs(workdir)
   run_utils.write_json(paths.join(workdir, CONFIG_FILE), config.to_dict())
   mesh = sharding.make_mesh(config.mesh)

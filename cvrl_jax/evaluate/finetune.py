@@ -9,6 +9,8 @@ the device; testing averages softmax over the views of config.eval.test_mode (30
 The encoder starts from config.init_checkpoint (empty: random initialisation, the supervised
 from-scratch baseline). UCF101 / HMDB51 in the class-folder layout are converted with
 `python -m cvrl_jax.convert` (one conversion per official split's train and test lists).
+The job resumes like pretraining (common.train_loop: checkpoints in WORKDIR/checkpoints, SIGTERM
+saves and returns, the same command continues to an uninterrupted run's results).
 """
 from typing import Any, Dict
 

@@ -21,6 +21,10 @@ BatchNorm before its classifier for the same reason. As there (and in scikit-lea
 StandardScaler) every dimension gets unit variance, so the classifier's input has norm about
 sqrt(C) instead of 1 and a given LR takes C times larger steps in the logits: choose the LR for
 that (the demo keeps the recipe's, with C = 128).
+
+Both variants resume like pretraining (common.train_loop): a SIGTERM saves the classifier, its
+optimiser and the input position in WORKDIR/checkpoints and returns; the same command continues
+to the results of an uninterrupted run.
 """
 import dataclasses
 import itertools

@@ -110,11 +110,9 @@ def tiny_config(case, train_files):
 
 def host_batch(config, objective):
   """The first pretraining batch for the objective, as the trainer asks the pipeline for it."""
-  spec = objective.spec
   iterator = pipeline.make_pretrain_iterator(
-      config.data, num_clips=spec.num_clips, sampler=spec.sampler,
-      crop_area_range=spec.crop_area_range, crop_aspect_range=spec.crop_aspect_range,
-      global_batch_size=config.batch_size, seed=config.seed, process_index=0, process_count=1)
+      config.data, objective.plan, global_batch_size=config.batch_size, seed=config.seed,
+      process_index=0, process_count=1)
   return next(iterator)
 
 

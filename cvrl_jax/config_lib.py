@@ -57,6 +57,8 @@ def model_config() -> ml_collections.ConfigDict:
   m.dtype = 'bfloat16'  # compute dtype; parameters stay float32
   m.remat = False
   m.conv_impl = 'auto'  # 'auto' | 'conv3d' | 'factorized'
+  m.stem_max_pool = True  # False: no max-pool after the stem (VCOP's R3D)
+  m.temporal_downsample = False  # basic blocks: stages 2-4 also stride 2 in time (VCOP's R3D)
   return m
 
 

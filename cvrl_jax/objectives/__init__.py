@@ -15,10 +15,20 @@ REGISTRY: Dict[str, str] = {
     'rho_moco': 'cvrl_jax.objectives.rho_moco:RhoMoCo',
     'rho_byol': 'cvrl_jax.objectives.rho_byol:RhoBYOL',
     'rho_swav': 'cvrl_jax.objectives.rho_swav:RhoSwAV',
+    'vcop': 'cvrl_jax.objectives.vcop:VCOP',
 }
 # config.objective keys that replace a field of the objective's clip plan when not empty:
 # augment_policies (one name per view), crop_area_range and crop_aspect_range (every view).
 PLAN_OVERRIDE_KEYS = ('augment_policies', 'crop_area_range', 'crop_aspect_range')
+
+
+def objective_config(name: str, **keys) -> ml_collections.ConfigDict:
+  """config.objective for `name` with the method's keys, and the plan overrides empty (the
+  method's own); for configs that replace base_config()'s CVRL objective."""
+  if name not in REGISTRY:
+    raise ValueError(f'{name!r} is not a known objective; choose one of {sorted(REGISTRY)}')
+  return ml_collections.ConfigDict(
+      dict(name=name, **keys, **{key: () for key in PLAN_OVERRIDE_KEYS}))
 
 
 def build_objective(config: ml_collections.ConfigDict) -> Objective:

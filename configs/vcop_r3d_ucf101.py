@@ -49,5 +49,6 @@ def get_config():
   config.optim.weight_decay = 5e-4
   config.optim.schedule = 'constant'
   config.optim.warmup_epochs = 0.0
+  config.pretext_every_steps = 1000  # held-out pretext accuracy (data.eval_files)
   config.lock()
   return config

@@ -133,6 +133,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.log_every_steps = 100
   c.profile = False  # a clu Profile trace of a few steps (TensorBoard 'profile' tab)
   c.knn_every_steps = 0  # > 0: the online kNN monitor (cvrl_jax.evaluate) every N steps
+  # > 0: pretext accuracy on held-out tuples of data.eval_files every N steps (pretext methods)
+  c.pretext_every_steps = 0
   c.eval = eval_config()
   c.lock()
   return c
@@ -151,7 +153,8 @@ _POSITIVE = ('batch_size', 'log_every_steps', 'optim.base_batch_size', 'checkpoi
              'data.num_frames', 'data.frame_stride', 'data.image_size')
 _NON_NEGATIVE = ('num_epochs', 'num_train_steps', 'optim.base_lr', 'optim.weight_decay',
                  'optim.warmup_epochs', 'optim.lars_trust_coefficient', 'checkpoint.every_steps',
-                 'knn_every_steps', 'data.num_train_examples', 'data.num_classes')
+                 'knn_every_steps', 'pretext_every_steps', 'data.num_train_examples',
+                 'data.num_classes')
 
 
 def get(config: ml_collections.ConfigDict, dotted: str):

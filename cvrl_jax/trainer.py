@@ -49,6 +49,7 @@ PyTree = Any
 MonitorFn = Callable[[int, TrainState], Mapping[str, float]]
 MONITORS: dict[str, str] = {
     'knn_every_steps': 'cvrl_jax.evaluate.knn:make_online_monitor',
+    'pretext_every_steps': 'cvrl_jax.evaluate.pretext:make_online_monitor',
 }
 
 

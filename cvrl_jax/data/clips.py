@@ -93,9 +93,9 @@ def random_clips_fn(*, starts_fn, num_clips: int, clip_len: int, stride: int, si
 
 
 def _random_views_fn(*, starts_fn, num_clips: int, clip_len: int, stride: int, size: int,
-                     area_ranges, aspect_ranges, jpeg: bool):
+                     area_ranges, aspect_ranges, jpeg: bool, shared_crop: bool = False):
   """Views fn -> {'video', 'view_starts', 'video_length', 'crop_boxes'}; view v is cropped with
-  area_ranges[v] / aspect_ranges[v]."""
+  area_ranges[v] / aspect_ranges[v], or every view with view 0's box when shared_crop."""
   def views(frames, seed):
     temporal_seed, crop_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     length = tf.size(frames)
@@ -105,8 +105,11 @@ def _random_views_fn(*, starts_fn, num_clips: int, clip_len: int, stride: int, s
     clips, boxes = [], []
     for v in range(num_clips):
       encoded = tf.gather(frames, indices[v])
-      window = sample_crop_window(encoded[0], crop_seeds[v], jpeg=jpeg,
-                                  area_range=area_ranges[v], aspect_range=aspect_ranges[v])
+      if shared_crop and v:
+        window = boxes[0]
+      else:
+        window = sample_crop_window(encoded[0], crop_seeds[v], jpeg=jpeg,
+                                    area_range=area_ranges[v], aspect_range=aspect_ranges[v])
       clips.append(resize_bilinear(decode(encoded, jpeg, window), [size, size]))
       boxes.append(window)
     return {'video': tf.stack(clips), 'view_starts': tf.cast(starts, tf.int32),
@@ -128,7 +131,8 @@ def plan_views_fn(plan, jpeg: bool):
       starts_fn=lambda s, n: sampler.starts(s, n, num_views, clip_len, stride, params),
       num_clips=num_views, clip_len=clip_len, stride=stride, size=size,
       area_ranges=[v.crop_area_range for v in plan.views],
-      aspect_ranges=[v.crop_aspect_range for v in plan.views], jpeg=jpeg)
+      aspect_ranges=[v.crop_aspect_range for v in plan.views], jpeg=jpeg,
+      shared_crop=plan.shared_crop)
 
   def views(frames, seed):
     out = views_fn(frames, seed)
@@ -180,11 +184,13 @@ def center_clip_fn(*, clip_len: int, stride: int, resize: int, size: int, jpeg: 
   return views, (1, clip_len, size, size, 3)
 
 
-def example_fn(source, views_fn, video_shape, *, seed: int, key_fn, keep_fields=()):
+def example_fn(source, views_fn, video_shape, *, seed: int, key_fn, keep_fields=(),
+               field_specs=None):
   """Raw element -> {'video', 'label', 'key'} (+ 'position', 'mask' when the element has them).
 
   A views fn that returns a dict (plan_views_fn) adds its fields named in `keep_fields`
-  (data/plan.py's HOST_FIELDS, 'fits'), and 'video_id' when asked for.
+  (data/plan.py's HOST_FIELDS, 'fits'), and 'video_id' when asked for; padding elements then
+  need `field_specs` {name: (dtype, shape)} (zeros; 'fits' False).
   """
   keep_fields = tuple(keep_fields)
   def process(ex):
@@ -204,8 +210,11 @@ def example_fn(source, views_fn, video_shape, *, seed: int, key_fn, keep_fields=
             **fields}
 
   def pad(ex):
+    del ex
+    fields = {name: tf.zeros(shape, dtype) for name, (dtype, shape) in (field_specs or {}).items()
+              if name in keep_fields}
     return {'video': tf.zeros(video_shape, tf.uint8), 'label': tf.constant(0, tf.int32),
-            'key': tf.constant([stream_lib.PAD_KEY, stream_lib.PAD_KEY], tf.uint32)}
+            'key': tf.constant([stream_lib.PAD_KEY, stream_lib.PAD_KEY], tf.uint32), **fields}
 
   def fn(ex):
     if 'valid' in ex:

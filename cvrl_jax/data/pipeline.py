@@ -112,6 +112,48 @@ def make_pretrain_iterator(data_cfg, plan: plan_lib.ClipPlan, *, global_batch_si
   return DataIterator(dataset, source)
 
 
+def make_plan_eval_iterator(data_cfg, plan: plan_lib.ClipPlan, *, global_batch_size: int,
+                            seed: int, max_examples: int = 0, process_index: int | None = None,
+                            process_count: int | None = None) -> DataIterator:
+  """One pass over data_cfg.eval_files cut by a pretraining clip plan: held-out tuples for the
+  pretext-accuracy monitor. The same tuples every time (file order, fixed seed); the last
+  batches are padded ('mask' False, as make_eval_iterator's). Each batch has the plan's fields
+  and 'fits' (False for padding and for videos shorter than the plan's span). max_examples > 0:
+  at most that many videos over all hosts."""
+  process_index, process_count = stream_lib.hosts(process_index, process_count)
+  host_batch = stream_lib.host_batch(global_batch_size, process_count)
+  plan = plan.resolve(data_cfg)
+  source = sources.make_source(data_cfg, 'eval', process_index=process_index,
+                               process_count=process_count, host_split=data_cfg.host_split)
+  source.check_readable()
+  stream = stream_lib.raw_stream(source, seed=seed, start_position=(0, 0), num_epochs=1,
+                                 shuffle=False, shuffle_buffer=data_cfg.shuffle_buffer)
+  if max_examples > 0:
+    per_host = max_examples if data_cfg.host_split == 'records' else math.ceil(
+        max_examples / process_count)
+    stream = stream.take(per_host)
+  stream = stream_lib.with_padding(stream)
+  if data_cfg.host_split == 'records':
+    stream = stream_lib.keep_host_slice(stream, global_batch=global_batch_size,
+                                        host_batch=host_batch, process_index=process_index)
+    stream = stream.map(lambda ex: {k: v for k, v in ex.items() if k != 'position'})
+  counts = source.host_counts(1)
+  if max_examples > 0:
+    counts = [min(c, max_examples) for c in counts]
+  stream = stream.take(math.ceil(max(counts) / host_batch) * host_batch)
+  views_fn, shape = clips.plan_views_fn(plan, jpeg=source.jpeg)
+  specs = {name: (tf.as_dtype(dtype), shape[1:]) for name, (dtype, shape)
+           in plan.field_shapes(1).items()}
+  specs['fits'] = (tf.bool, ())
+  example_fn = clips.example_fn(
+      source, views_fn, shape, seed=seed,
+      key_fn=stream_lib.key_fn(data_cfg.host_split, process_index, process_count),
+      keep_fields=plan.host_fields + ('fits',), field_specs=specs)
+  examples = stream.map(example_fn, num_parallel_calls=stream_lib.parallel(data_cfg),
+                        deterministic=True)
+  return DataIterator(stream_lib.finish(examples, data_cfg, host_batch), source)
+
+
 def make_eval_dataset(data_cfg, *, split: str, mode: str, global_batch_size: int, seed: int,
                       num_epochs: int | None = 1, process_index: int | None = None,
                       process_count: int | None = None) -> tuple[tf.data.Dataset, Any]:

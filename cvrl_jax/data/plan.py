@@ -48,6 +48,9 @@ class ClipPlan:
   sampler_params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   host_fields: Tuple[str, ...] = ()
   short_videos: str = 'wrap'
+  # True: every view is cropped with the first view's box (OPN: one region for the whole tuple);
+  # False: each view draws its own box (CVRL, VCOP).
+  shared_crop: bool = False
   resolved: bool = False
 
   @property

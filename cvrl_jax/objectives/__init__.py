@@ -16,6 +16,10 @@ REGISTRY: Dict[str, str] = {
     'rho_byol': 'cvrl_jax.objectives.rho_byol:RhoBYOL',
     'rho_swav': 'cvrl_jax.objectives.rho_swav:RhoSwAV',
     'vcop': 'cvrl_jax.objectives.vcop:VCOP',
+    'shuffle_learn': 'cvrl_jax.objectives.shuffle_learn:ShuffleAndLearn',
+    'opn': 'cvrl_jax.objectives.opn:OPN',
+    'odd_one_out': 'cvrl_jax.objectives.odd_one_out:OddOneOut',
+    'order_transform': 'cvrl_jax.objectives.order_transform:OrderTransform',
 }
 # config.objective keys that replace a field of the objective's clip plan when not empty:
 # augment_policies (one name per view), crop_area_range and crop_aspect_range (every view).

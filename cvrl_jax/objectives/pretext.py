@@ -97,16 +97,40 @@ def inverse_transform(t: int) -> int:
 
 
 # ----------------------------------------------------------------------------------------------
+# Per-frame appearance ops (OPN): each frame its own draw, so no low-level cue is shared.
+# ----------------------------------------------------------------------------------------------
+def jitter_crop(frames: jax.Array, key: jax.Array, size: int, max_shift: int) -> jax.Array:
+  """frames [T, H, W, C] -> [T, size, size, C]: a size x size window at the centre shifted by an
+  integer in [-max_shift, max_shift] per axis (kept inside the frame), one shift per call."""
+  h, w = frames.shape[1:3]
+  if size + 2 * max_shift > min(h, w):
+    raise ValueError(f'a {size}-pixel window shifted by up to {max_shift} pixels needs frames of '
+                     f'at least {size + 2 * max_shift} pixels, got {h} x {w}')
+  shift = jax.random.randint(key, (2,), -max_shift, max_shift + 1)
+  y = (h - size) // 2 + shift[0]
+  x = (w - size) // 2 + shift[1]
+  return jax.lax.dynamic_slice(frames, (0, y, x, 0), (frames.shape[0], size, size,
+                                                      frames.shape[3]))
+
+
+def split_channel(frames: jax.Array, key: jax.Array) -> jax.Array:
+  """frames [T, H, W, 3] -> one random channel of R, G, B copied to all three."""
+  c = jax.random.randint(key, (), 0, 3)
+  return jnp.repeat(jnp.take(frames, c, axis=-1)[..., None], 3, axis=-1)
+
+
+# ----------------------------------------------------------------------------------------------
 # Heads.
 # ----------------------------------------------------------------------------------------------
 class OrderHead(nn.Module):
   """Element features [B, N, C] -> {task: logits [B, classes]}.
 
-  element_dim > 0: first a shared Dense(element_dim) (+ BN) + ReLU (+ dropout) on every element
-  (OPN's fc6, Shuffle & Learn's fc7). fusion 'pairwise': a shared Dense(pair_dim) (+ BN) + ReLU
-  (+ dropout) on every concatenated pair (f_i, f_j), i < j, the pair outputs concatenated
-  (VCOP's and OPN's heads); 'concat': the elements concatenated; 'sum_of_differences':
-  sum_{j > i} (f_j - f_i). Then dropout and one Dense per task.
+  element_dim > 0: first a shared Dense(element_dim) (+ BN) + ReLU (+ layer dropout) on every
+  element (OPN's fc6, Shuffle & Learn's fc7). fusion 'pairwise': a shared Dense(pair_dim)
+  (+ BN) + ReLU (+ layer dropout) on every concatenated pair (f_i, f_j), i < j, the pair outputs
+  concatenated (VCOP's and OPN's heads); 'concat': the elements concatenated;
+  'sum_of_differences': sum_{j > i} (f_j - f_i). Then dropout (VCOP's 0.5 before the
+  classifier) and one Dense per task.
   """
   num_classes: Mapping[str, int]
   fusion: str = 'pairwise'
@@ -114,6 +138,7 @@ class OrderHead(nn.Module):
   pair_dim: int = 512
   use_bn: bool = False
   dropout: float = 0.0
+  layer_dropout: float = 0.0
   bn_momentum: float = 0.9
 
   @nn.compact
@@ -129,7 +154,9 @@ class OrderHead(nn.Module):
         x = nn.BatchNorm(use_running_average=not train, momentum=self.bn_momentum,
                          name=f'{name}_bn')(x)
       x = nn.relu(x)
-      return nn.Dropout(self.dropout, deterministic=not train)(x) if self.dropout else x
+      if self.layer_dropout:
+        x = nn.Dropout(self.layer_dropout, deterministic=not train)(x)
+      return x
 
     if self.element_dim:
       f = layer(f, self.element_dim, 'element')
@@ -162,12 +189,12 @@ class BackboneWithOrderHead(nn.Module):
 
 def head_from_config(config, num_classes: Mapping[str, int], **defaults) -> OrderHead:
   """An OrderHead with config.objective's fusion / element_dim / pair_dim / head_use_bn /
-  dropout where set, else the method's `defaults`."""
+  dropout / layer_dropout where set, else the method's `defaults`."""
   oc = config.objective
   kwargs = dict(defaults)
   for key, field in (('fusion', 'fusion'), ('element_dim', 'element_dim'),
                      ('pair_dim', 'pair_dim'), ('head_use_bn', 'use_bn'),
-                     ('dropout', 'dropout')):
+                     ('dropout', 'dropout'), ('layer_dropout', 'layer_dropout')):
     if key in oc:
       kwargs[field] = oc[key]
   return OrderHead(num_classes=dict(num_classes), bn_momentum=config.model.bn_momentum, **kwargs)

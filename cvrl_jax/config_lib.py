@@ -125,7 +125,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every_steps = 1000
-  c.checkpoint.keep = 3
+  c.checkpoint.keep = 3  # the last N checkpoints stay
+  c.checkpoint.keep_every_steps = 0  # > 0: also every checkpoint at a multiple of N steps stays
   c.checkpoint.async_save = True
 
   c.mesh.fsdp_min_size = 2**18  # parameters with fewer elements stay replicated
@@ -153,8 +154,8 @@ _POSITIVE = ('batch_size', 'log_every_steps', 'optim.base_batch_size', 'checkpoi
              'data.num_frames', 'data.frame_stride', 'data.image_size')
 _NON_NEGATIVE = ('num_epochs', 'num_train_steps', 'optim.base_lr', 'optim.weight_decay',
                  'optim.warmup_epochs', 'optim.lars_trust_coefficient', 'checkpoint.every_steps',
-                 'knn_every_steps', 'pretext_every_steps', 'data.num_train_examples',
-                 'data.num_classes')
+                 'checkpoint.keep_every_steps', 'knn_every_steps', 'pretext_every_steps',
+                 'data.num_train_examples', 'data.num_classes')
 
 
 def get(config: ml_collections.ConfigDict, dotted: str):

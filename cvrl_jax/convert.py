@@ -36,6 +36,9 @@ from typing import Sequence
 
 import numpy as np
 
+from cvrl_jax import paths
+from cvrl_jax import startup
+
 VIDEOS_PER_SHARD = 200  # automatic shard count
 MAX_AUTO_SHARDS = 1024
 
@@ -100,6 +103,8 @@ def list_csv(csv_path: str) -> tuple[list[Item], list[dict]]:
 
 
 def list_inputs(source: str) -> tuple[list[Item], list[dict]]:
+  if not os.path.exists(source):
+    raise FileNotFoundError(f'The input {source} does not exist.')
   if os.path.isdir(source):
     return list_folder(source)
   if os.path.isfile(source):
@@ -144,8 +149,7 @@ def _init_worker(progress) -> None:
 
 
 def meta_path(shard: str) -> str:
-  folder, name = os.path.split(shard)
-  return os.path.join(folder, f'.{name}.json')
+  return paths.join(paths.parent(shard), f'.{os.path.basename(shard)}.json')
 
 
 def convert_shard(shard: str, items: Sequence[Item], label_index: dict[str, int],
@@ -175,17 +179,16 @@ def convert_shard(shard: str, items: Sequence[Item], label_index: dict[str, int]
 
   records = dmvr.write_shard(shard, examples())
   meta = {'sources': [item.path for item in items], 'settings': dataclasses.asdict(settings),
-          'records': records, 'bytes': os.path.getsize(shard), 'skipped': skipped}
+          'records': records, 'bytes': paths.size(shard), 'skipped': skipped}
   dmvr.write_text_atomic(meta_path(shard), json.dumps(meta))
   return meta
 
 
 def _finished_meta(shard: str, items: Sequence[Item], settings: Settings) -> dict | None:
   """The metadata of a shard a previous run completed with the same inputs, else None."""
-  if not (os.path.exists(shard) and os.path.exists(meta_path(shard))):
+  if not (paths.exists(shard) and paths.exists(meta_path(shard))):
     return None
-  with open(meta_path(shard)) as f:
-    meta = json.load(f)
+  meta = paths.read_json(meta_path(shard))
   if (meta.get('sources') != [item.path for item in items]
       or meta.get('settings') != dataclasses.asdict(settings)):
     raise ValueError(f'{shard} was written from other inputs or settings; use a new --output '
@@ -247,8 +250,9 @@ def convert(source: str, output: str, *, fps: float = 10.0, short_side: int = 25
   items, skipped = list_inputs(source)
   if not items:
     raise ValueError(f'No videos found in {source}.')
-  os.makedirs(output, exist_ok=True)
-  labels_path = os.path.join(output, dmvr.LABELS_FILE)
+  output = paths.absolute(output)
+  paths.makedirs(output)
+  labels_path = paths.join(output, dmvr.LABELS_FILE)
   names = label_names(items, dmvr.read_labels(output), labels_path)
   dmvr.write_labels(output, names)
   label_index = {name: i for i, name in enumerate(names)}
@@ -267,7 +271,7 @@ def convert(source: str, output: str, *, fps: float = 10.0, short_side: int = 25
   for shard in shards:
     skipped.extend(results[shard]['skipped'])
   summary = {
-      'input': os.path.abspath(source), 'output': os.path.abspath(output), 'split': split_name,
+      'input': os.path.abspath(source), 'output': output, 'split': split_name,
       'fps': fps, 'short_side': short_side, 'jpeg_quality': jpeg_quality,
       'num_classes': len(names), 'num_shards': num_shards,
       'written': sum(results[s]['records'] for s in shards), 'skipped': skipped,
@@ -307,7 +311,10 @@ def main(argv=None) -> int:
                       help=f'0: one per {VIDEOS_PER_SHARD} videos')
   parser.add_argument('--workers', type=int, default=0, help='worker processes; 0: one per core')
   parser.add_argument('--split-name', default='train', help='shard and summary name prefix')
+  parser.add_argument('--verbosity', '-v', type=int, default=0,
+                      help='1: also show TensorFlow\'s own start-up and warning lines')
   args = parser.parse_args(argv)
+  startup.quiet_native_logs(args.verbosity)
   try:
     convert(args.input, args.output, fps=args.fps, short_side=args.short_side,
             jpeg_quality=args.jpeg_quality, num_shards=args.num_shards, workers=args.workers,

@@ -12,6 +12,8 @@ from typing import Iterable, Sequence
 
 import tensorflow as tf
 
+from cvrl_jax import paths
+
 IMAGE_KEY = 'image/encoded'
 LABEL_INDEX_KEY = 'clip/label/index'
 LABEL_STRING_KEY = 'clip/label/string'
@@ -68,8 +70,7 @@ def make_sequence_example(
 
 def temporary_path(path: str) -> str:
   """Name a shard is written under until it is complete (same folder, so the rename is atomic)."""
-  folder, name = os.path.split(path)
-  return os.path.join(folder, f'.{name}.tmp-{os.getpid()}')
+  return paths.join(paths.parent(path), f'.{os.path.basename(path)}.tmp-{os.getpid()}')
 
 
 def write_shard(path: str, records: Iterable[tf.train.SequenceExample | bytes]) -> int:
@@ -85,10 +86,10 @@ def write_shard(path: str, records: Iterable[tf.train.SequenceExample | bytes]) 
       for record in records:
         writer.write(record if isinstance(record, bytes) else record.SerializeToString())
         count += 1
-    os.replace(tmp, path)
+    paths.replace(tmp, path)
   except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+    if paths.exists(tmp):
+      paths.remove(tmp)
     raise
   return count
 
@@ -138,34 +139,30 @@ SUMMARY_SUFFIX = '_summary.json'
 
 
 def shard_path(folder: str, split: str, index: int, num_shards: int) -> str:
-  return os.path.join(folder, f'{split}-{index:05d}-of-{num_shards:05d}.tfrecord')
+  return paths.join(folder, f'{split}-{index:05d}-of-{num_shards:05d}.tfrecord')
 
 
 def shard_pattern(folder: str, split: str) -> str:
-  return os.path.join(folder, f'{split}-*-of-*.tfrecord')
+  return paths.join(folder, f'{split}-*-of-*.tfrecord')
 
 
 def summary_path(folder: str, split: str) -> str:
-  return os.path.join(folder, split + SUMMARY_SUFFIX)
+  return paths.join(folder, split + SUMMARY_SUFFIX)
 
 
 def write_text_atomic(path: str, text: str) -> None:
-  tmp = temporary_path(path)
-  with open(tmp, 'w', encoding='utf-8') as f:
-    f.write(text)
-  os.replace(tmp, path)
+  paths.write_text(path, text)
 
 
 def write_labels(folder: str, names: Sequence[str]) -> str:
-  path = os.path.join(folder, LABELS_FILE)
+  path = paths.join(folder, LABELS_FILE)
   write_text_atomic(path, ''.join(f'{name}\n' for name in names))
   return path
 
 
 def read_labels(folder: str) -> list[str] | None:
   """Label names by index from `folder/labels.txt`, or None if there is none."""
-  path = os.path.join(folder, LABELS_FILE)
-  if not os.path.exists(path):
+  path = paths.join(folder, LABELS_FILE)
+  if not paths.exists(path):
     return None
-  with open(path, encoding='utf-8') as f:
-    return [line.rstrip('\n') for line in f]
+  return paths.read_text(path).splitlines()

@@ -156,12 +156,15 @@ def make_plan_eval_iterator(data_cfg, plan: plan_lib.ClipPlan, *, global_batch_s
 
 def make_eval_dataset(data_cfg, *, split: str, mode: str, global_batch_size: int, seed: int,
                       num_epochs: int | None = 1, process_index: int | None = None,
-                      process_count: int | None = None) -> tuple[tf.data.Dataset, Any]:
+                      process_count: int | None = None,
+                      start_position: Sequence[int] = (0, 0)) -> tuple[tf.data.Dataset, Any]:
   """The evaluation tf.data pipeline and its source (see `make_eval_iterator`)."""
   process_index, process_count = stream_lib.hosts(process_index, process_count)
   host_batch = stream_lib.host_batch(global_batch_size, process_count)
   if num_epochs is not None and num_epochs < 1:
     raise ValueError(f'num_epochs must be None (endless) or >= 1; got {num_epochs}.')
+  if num_epochs is not None and tuple(start_position) != (0, 0):
+    raise ValueError('Only an endless evaluation stream (num_epochs=None) starts at a position.')
   source = sources.make_source(data_cfg, split, process_index=process_index,
                                process_count=process_count, host_split=data_cfg.host_split)
   d = data_cfg
@@ -191,15 +194,19 @@ def make_eval_dataset(data_cfg, *, split: str, mode: str, global_batch_size: int
     raise ValueError(f'Unknown evaluation mode {mode!r}; expected one of {EVAL_MODES}.')
 
   source.check_readable()
-  stream = stream_lib.raw_stream(source, seed=seed, start_position=(0, 0), num_epochs=num_epochs,
-                                 shuffle=num_epochs != 1, shuffle_buffer=d.shuffle_buffer)
+  stream = stream_lib.raw_stream(source, seed=seed, start_position=start_position,
+                                 num_epochs=num_epochs, shuffle=num_epochs != 1,
+                                 shuffle_buffer=d.shuffle_buffer)
   stream = stream_lib.with_padding(stream) if num_epochs is not None else stream.map(
       lambda ex: dict(ex, valid=tf.constant(True)))
   if d.host_split == 'records':
     stream = stream_lib.keep_host_slice(stream, global_batch=global_batch_size,
                                         host_batch=host_batch, process_index=process_index)
-    stream = stream.map(lambda ex: {k: v for k, v in ex.items() if k != 'position'})
-  elif num_epochs is not None:  # every host yields as many batches as the host with the most data
+    if num_epochs is not None:
+      stream = stream.map(lambda ex: {k: v for k, v in ex.items() if k != 'position'})
+  elif num_epochs is None:  # endless: this host's own position, as in pretraining
+    stream = stream.map(lambda ex: dict(ex, position=tf.stack([ex['epoch'], ex['index'] + 1])))
+  else:  # every host yields as many batches as the host with the most data
     num_batches = math.ceil(max(source.host_counts(num_epochs)) / host_batch)
     stream = stream.take(num_batches * host_batch)
   example_fn = clips.example_fn(
@@ -211,7 +218,8 @@ def make_eval_dataset(data_cfg, *, split: str, mode: str, global_batch_size: int
 
 def make_eval_iterator(data_cfg, *, split: str, mode: str, global_batch_size: int, seed: int,
                        num_epochs: int | None = 1, process_index: int | None = None,
-                       process_count: int | None = None) -> DataIterator:
+                       process_count: int | None = None,
+                       start_position: Sequence[int] = (0, 0)) -> DataIterator:
   """Evaluation batches for this host.
 
   Modes: 'train_clip' (one random clip of data_cfg.eval_num_frames at eval_frame_stride, random
@@ -223,10 +231,13 @@ def make_eval_iterator(data_cfg, *, split: str, mode: str, global_batch_size: in
   Yields {'video': uint8 [B_host, V, T, H, W, 3], 'label', 'key', 'mask': bool [B_host]}. With
   num_epochs=1 the examples are read in file order and every example appears exactly once over
   all hosts; the last batches are padded (zeros, label 0, key 0xFFFFFFFF twice, mask False), and
-  every host yields the same number of batches. num_epochs=None repeats endlessly, reshuffled.
+  every host yields the same number of batches. num_epochs=None repeats endlessly, reshuffled,
+  and its batches also carry 'position' (as in pretraining): passing one as `start_position`
+  continues with the next batch exactly (evaluation jobs resume their training this way).
   """
   dataset, source = make_eval_dataset(
       data_cfg, split=split, mode=mode, global_batch_size=global_batch_size, seed=seed,
-      num_epochs=num_epochs, process_index=process_index, process_count=process_count)
+      num_epochs=num_epochs, process_index=process_index, process_count=process_count,
+      start_position=start_position)
   return DataIterator(dataset, source)
 

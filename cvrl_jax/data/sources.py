@@ -14,6 +14,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
+from cvrl_jax import paths
 from cvrl_jax.data import dmvr
 from cvrl_jax.data import stream as stream_lib
 
@@ -32,7 +33,8 @@ def resolve_files(patterns: str) -> list[str]:
       continue
     matched = tf.io.gfile.glob(os.path.expanduser(pattern))
     if not matched:
-      raise FileNotFoundError(f'No files match the data pattern {pattern!r}.')
+      raise (paths.missing_folder_error(pattern)
+             or FileNotFoundError(f'No files match the data pattern {pattern!r}.'))
     files.update(matched)
   if not files:
     raise ValueError(f'The data pattern {patterns!r} names no files.')

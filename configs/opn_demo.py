@@ -6,6 +6,9 @@ channel splitting, a head of width 64 / 32, and the paper's SGD at LR 0.01.
 
   python -m cvrl_jax.data.demo --output demo_data
   python -m cvrl_jax.main --config=configs/opn_demo.py:/path/to/demo_data --workdir=/tmp/opn_demo
+
+Each frame reaches the 3D backbone as a static clip of 4 copies (frame_repeat), so every
+temporal tap trains and the encoder is usable on clips.
 """
 import os
 
@@ -33,12 +36,10 @@ def get_config(data_dir: str = 'demo_data'):
 
   with config.unlocked():
     config.objective = objectives.objective_config(
-        'opn', frame_gap_range=(2, 6), jitter=2, flip_prob=0.5, channel_split=True,
+        'opn', frame_gap_range=(2, 6), jitter=2, flip_prob=0.5, channel_split=True, frame_repeat=4,
         element_dim=64, pair_dim=32, head_use_bn=True, layer_dropout=0.5)
   config.objective.crop_area_range = (1.0, 1.0)
   config.objective.crop_aspect_range = (1.0, 1.0)
-  config.model.stem_temporal_kernel = 1
-  config.model.stem_temporal_stride = 1
 
   config.batch_size = 32
   config.num_epochs = 20

@@ -11,8 +11,11 @@ dropout 0.5) per pair, Linear(12); SGD LR 0.01, momentum 0.9, weight decay 5e-4,
 170k iterations. Choices where the paper is silent or our code differs: frame gaps uniform in
 2-8 frames (frame_gap_range, [unconfirmed]); the crop box is a random resized crop of 30-100%
 of the frame rather than a corner of a 100 x 100 region; the LR stays constant (the paper divides
-it by 10 at 130k: config.optim has no step schedule); the backbone is R3D-18 on one-frame clips
-where the paper used CaffeNet.
+it by 10 at 130k: config.optim has no step schedule); the backbone is R3D-18 on static clips
+of one frame where the paper used CaffeNet.
+
+Each frame reaches the 3D backbone as a static clip of 8 copies (frame_repeat), so every
+temporal tap trains and the encoder is usable on clips.
 """
 from cvrl_jax import config_lib
 from cvrl_jax import objectives
@@ -30,12 +33,10 @@ def get_config():
   config.data.eval_crop_size = 112
 
   config.model.depth = 18
-  config.model.stem_temporal_kernel = 1
-  config.model.stem_temporal_stride = 1
 
   with config.unlocked():
     config.objective = objectives.objective_config(
-        'opn', frame_gap_range=(2, 8), jitter=5, flip_prob=0.5, channel_split=True,
+        'opn', frame_gap_range=(2, 8), jitter=5, flip_prob=0.5, channel_split=True, frame_repeat=8,
         element_dim=1024, pair_dim=512, head_use_bn=True, layer_dropout=0.5)
   config.batch_size = 64
   config.num_epochs = 0

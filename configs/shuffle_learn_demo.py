@@ -8,6 +8,9 @@ The demo's backbone, batch, epochs and seed with the task scaled to 40-frame vid
   python -m cvrl_jax.data.demo --output demo_data
   python -m cvrl_jax.main --config=configs/shuffle_learn_demo.py:/path/to/demo_data \
       --workdir=/tmp/shuffle_learn_demo
+
+Each frame reaches the 3D backbone as a static clip of 4 copies (frame_repeat), so every
+temporal tap trains and the encoder is usable on clips.
 """
 import os
 
@@ -36,11 +39,10 @@ def get_config(data_dir: str = 'demo_data'):
   with config.unlocked():
     config.objective = objectives.objective_config(
         'shuffle_learn', frame_gap_range=(3, 8), positive_fraction=0.25, fusion='concat',
+        frame_repeat=4,
         element_dim=64, head_use_bn=False, layer_dropout=0.0, augment_policy='none')
   config.objective.crop_area_range = (1.0, 1.0)
   config.objective.crop_aspect_range = (1.0, 1.0)
-  config.model.stem_temporal_kernel = 1
-  config.model.stem_temporal_stride = 1
 
   config.batch_size = 32
   config.num_epochs = 20

@@ -10,7 +10,10 @@ concatenated, Linear(2); SGD LR 1e-3, momentum 0.9, weight decay 5e-4, 128 tuple
 |b - d| is 30-60 and min(|a - b|, |d - e|) at least 15, the paper's gaps at ~30 fps
 [unconfirmed]), frames sampled uniformly instead of from high-motion windows, one crop box
 for the tuple, no flip; the LR stays constant (the paper divides it by 10 at 80k); R3D-18 on
-one-frame clips where the paper used CaffeNet.
+static clips of one frame where the paper used CaffeNet.
+
+Each frame reaches the 3D backbone as a static clip of 8 copies (frame_repeat), so every
+temporal tap trains and the encoder is usable on clips.
 """
 from cvrl_jax import config_lib
 from cvrl_jax import objectives
@@ -28,12 +31,11 @@ def get_config():
   config.data.eval_crop_size = 112
 
   config.model.depth = 18
-  config.model.stem_temporal_kernel = 1
-  config.model.stem_temporal_stride = 1
 
   with config.unlocked():
     config.objective = objectives.objective_config(
         'shuffle_learn', frame_gap_range=(15, 30), positive_fraction=0.25, fusion='concat',
+        frame_repeat=8,
         element_dim=4096, head_use_bn=False, layer_dropout=0.0, augment_policy='none')
   config.batch_size = 128
   config.num_epochs = 0

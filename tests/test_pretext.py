@@ -269,6 +269,7 @@ def test_shuffle_and_learn_keeps_the_ends_and_a_quarter_positive():
   objective = build_objective(config)
   clips = _labelled_clips(4000, 5, 1)
   elements, labels = objective.task({'clips': jnp.asarray(clips), 'keys': _keys(4000)})
+  assert elements.shape[2] == 4  # each frame a static clip of 4 copies
   frames = np.asarray(elements)[:, :, 0, 0, 0, 0] / 10  # which of a..e each element is
   positive = np.asarray(labels['in_order']) == 1
   np.testing.assert_array_equal(frames[:, 0], 1)  # b
@@ -286,7 +287,8 @@ def test_opn_classes_merge_reversals_with_jitter_and_channel_splitting():
   clips = rng.uniform(size=(500, 4, 1, 32, 32, 3)).astype(np.float32)
   elements, labels = objective.task({'clips': jnp.asarray(clips), 'keys': _keys(500)})
   elements = np.asarray(elements)
-  assert elements.shape == (500, 4, 1, 28, 28, 3)
+  assert elements.shape == (500, 4, 4, 28, 28, 3)  # each frame a static clip of 4 copies
+  np.testing.assert_array_equal(elements[:, :, 1:], np.repeat(elements[:, :, :1], 3, axis=2))
   np.testing.assert_array_equal(elements[..., 0], elements[..., 2])  # one channel copied
   table = [tuple(p) for p in pretext.orders_up_to_reversal(4)]
   reversed_count = 0
@@ -375,8 +377,9 @@ def tiny(name, **objective):
 # concatenation: sum-of-differences fuses the elements into one position-weighted sum, which a
 # linear classifier decodes slowly (both fusions are tested against NumPy above).
 @pytest.mark.parametrize('name, overrides, chance', [
-    ('shuffle_learn_demo', dict(element_dim=16, positive_fraction=0.5), 0.5),
-    ('opn_demo', dict(element_dim=16, pair_dim=16, layer_dropout=0.0, channel_split=False), 1 / 12),
+    ('shuffle_learn_demo', dict(element_dim=16, positive_fraction=0.5, frame_repeat=1), 0.5),
+    ('opn_demo', dict(element_dim=16, pair_dim=16, layer_dropout=0.0, channel_split=False,
+                      frame_repeat=1), 1 / 12),
     ('odd_one_out_demo', dict(fusion='concat'), 1 / 6),
     ('order_transform_demo', dict(pair_dim=16, dropout=0.0), 1 / 12),
 ])

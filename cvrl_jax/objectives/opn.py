@@ -25,7 +25,9 @@ NUM_FRAMES = 4
 class OPN(pretext.PretextObjective):
   """config.objective: frame_gap_range ((min, max) frames between consecutive sampled frames),
   jitter (pixels; the elements are data.image_size - 2 * jitter wide), element_dim (1024),
-  pair_dim (512), head_use_bn (True), layer_dropout (0.5), flip_prob (0.5), channel_split (True)."""
+  pair_dim (512), head_use_bn (True), layer_dropout (0.5), flip_prob (0.5), channel_split (True),
+  frame_repeat (each frame shown as a static clip of this many copies: with 1, the temporal taps
+  of the 3D backbone see only zero padding and keep their initial values)."""
 
   def __init__(self, config: ml_collections.ConfigDict):
     oc = config.objective
@@ -36,6 +38,9 @@ class OPN(pretext.PretextObjective):
       raise ValueError(f'config.objective.jitter={oc.jitter} must be >= 0 and leave a window in '
                        f'the {config.data.image_size}-pixel frames')
     self.flip_prob = float(oc.flip_prob)
+    self.frame_repeat = int(oc.get('frame_repeat', 1))
+    if self.frame_repeat < 1:
+      raise ValueError(f'config.objective.frame_repeat must be >= 1, got {oc.frame_repeat}')
     self.channel_split = bool(oc.channel_split)
     low, high = (int(v) for v in oc.frame_gap_range)
     view = plan_lib.ViewSpec('none', num_frames=1, stride=1)
@@ -66,4 +71,6 @@ class OPN(pretext.PretextObjective):
 
     frame_keys = jax.vmap(lambda k: jax.random.split(k, NUM_FRAMES))(pretext.fold(keys, 3))
     frames = jax.vmap(jax.vmap(per_frame))(frames, frame_keys)
+    # A static clip of frame_repeat copies: every temporal tap of the 3D backbone then trains.
+    frames = jnp.repeat(frames, self.frame_repeat, axis=2)
     return frames, {'order': classes, 'reversed': reverse}

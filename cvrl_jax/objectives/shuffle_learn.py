@@ -24,7 +24,9 @@ NEGATIVES = ((1, 0, 3), (1, 4, 3))  # (b, a, d), (b, e, d)
 class ShuffleAndLearn(pretext.PretextObjective):
   """config.objective: frame_gap_range ((min, max) frames between consecutive sampled frames),
   positive_fraction (0.25), element_dim (4096, fc7), head_use_bn (False), layer_dropout (0),
-  augment_policy ('none': a per-frame flip would tell the frames apart)."""
+  augment_policy ('none': a per-frame flip would tell the frames apart), frame_repeat (each
+  frame shown as a static clip of this many copies: with 1, the temporal taps of the 3D backbone
+  see only zero padding and keep their initial values)."""
 
   def __init__(self, config: ml_collections.ConfigDict):
     oc = config.objective
@@ -32,6 +34,9 @@ class ShuffleAndLearn(pretext.PretextObjective):
     if not 0.0 < self.positive_fraction < 1.0:
       raise ValueError(f'config.objective.positive_fraction must be in (0, 1), got '
                        f'{oc.positive_fraction}')
+    self.frame_repeat = int(oc.get('frame_repeat', 1))
+    if self.frame_repeat < 1:
+      raise ValueError(f'config.objective.frame_repeat must be >= 1, got {oc.frame_repeat}')
     low, high = (int(v) for v in oc.frame_gap_range)
     view = plan_lib.ViewSpec(oc.augment_policy, num_frames=1, stride=1)
     self.plan = plan_lib.ClipPlan(
@@ -49,5 +54,7 @@ class ShuffleAndLearn(pretext.PretextObjective):
     which = pretext.draw_classes(pretext.fold(keys, 1), 2)
     perms = jnp.where(positive[:, None], jnp.asarray(POSITIVE)[None],
                       jnp.asarray(NEGATIVES)[which])
-    return (pretext.permute_elements(inputs['clips'], perms),
-            {'in_order': positive.astype(jnp.int32)})
+    frames = pretext.permute_elements(inputs['clips'], perms)
+    # A static clip of frame_repeat copies: every temporal tap of the 3D backbone then trains.
+    frames = jnp.repeat(frames, self.frame_repeat, axis=2)
+    return frames, {'in_order': positive.astype(jnp.int32)}

@@ -50,5 +50,12 @@ def get_config():
   config.optim.schedule = 'constant'
   config.optim.warmup_epochs = 0.0
   config.pretext_every_steps = 1000  # held-out pretext accuracy (data.eval_files)
+  # VCOP's evaluation: 10 centre-cropped clips per video; retrieval on conv5 max-pooled (1, 2, 2)
+  # features averaged over the clips; fine-tuning averages the clips' logits.
+  config.data.eval_num_temporal_views = 10
+  config.data.eval_num_spatial_views = 1
+  config.eval.knn_mode = 'test_views'
+  config.eval.knn_feature = 'conv5_maxpool'
+  config.eval.view_average = 'logits'
   config.lock()
   return config

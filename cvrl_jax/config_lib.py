@@ -75,6 +75,11 @@ def eval_config() -> ml_collections.ConfigDict:
   e.knn_k = 200
   e.knn_temperature = 0.07
   e.knn_mode = 'test_views'  # clips whose features are averaged per video: 'test_views' | 'center_clip'
+  # kNN / retrieval feature: 'pooled' (global average) | 'conv5_maxpool' (VCOP's: the last
+  # stage max-pooled over (1, 2, 2) windows, flattened)
+  e.knn_feature = 'pooled'
+  # Multi-view testing (linear_eval, finetune): average the views' 'softmax' | 'logits' (VCOP)
+  e.view_average = 'softmax'
   e.retrieval_ks = (1, 5, 10, 20, 50)
   e.finetune_dropout = 0.5  # before the classifier when fine-tuning
   e.monitor_max_examples = 0  # online kNN monitor: at most this many train/test videos (0 = all)

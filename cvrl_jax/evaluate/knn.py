@@ -168,7 +168,8 @@ class KnnEvaluator:
     self.mesh = mesh
     self.mode = mode
     self.max_examples = max_examples
-    self._inference = features.feature_inference(backbone, mesh)
+    self._inference = features.feature_inference(
+        backbone, mesh, config.eval.get('knn_feature', 'pooled'))
 
   def _features(self, variables: PyTree, split: str) -> Dict[str, np.ndarray]:
     batches = features.eval_batches(self.config, self.mesh, split=split, mode=self.mode)

@@ -134,3 +134,21 @@ def test_pipeline_follows_the_plan_with_host_fields_and_skips(files):
   ids = [{tuple(i): int(l) for i, l in zip(b['video_id'], b['label'])} for b in epochs]
   assert ids[0] == ids[1] and len(ids[0]) == len(LENGTHS)
   assert epochs[0]['key'][:, 0].tolist() == [0] * 8 and epochs[1]['key'][:, 0].tolist() == [1] * 8
+
+
+def test_shared_crop_gives_every_view_the_first_views_box(files):
+  cfg = config_lib.data_config()
+  cfg.train_files = files
+  cfg.num_frames, cfg.frame_stride, cfg.image_size, cfg.shuffle_buffer = 1, 1, 8, 8
+  cfg.host_split = 'records'
+  boxes = {}
+  for shared in (False, True):
+    view = plan_lib.ViewSpec('none', crop_area_range=(0.3, 0.6))
+    plan = plan_lib.ClipPlan('ordered', (view,) * 4, {'min_gap': 2, 'max_gap': 5},
+                             host_fields=('crop_boxes',), shared_crop=shared)
+    batch = next(pipeline.make_pretrain_iterator(cfg, plan, global_batch_size=8, seed=0,
+                                                 process_index=0, process_count=1))
+    boxes[shared] = batch['crop_boxes']  # [8, 4, 4]
+  np.testing.assert_array_equal(boxes[True], np.repeat(boxes[True][:, :1], 4, axis=1))
+  assert np.any(boxes[False] != boxes[False][:, :1])  # independent boxes differ
+  np.testing.assert_array_equal(boxes[True][:, 0], boxes[False][:, 0])  # view 0 draws the same

@@ -24,6 +24,9 @@ def data_config() -> ml_collections.ConfigDict:
   d.tfds_eval_split = 'test'
   d.num_classes = 0
   d.num_train_examples = 0  # 0: counted from the files at start
+  # Pretraining skips and counts undecodable records up to this fraction of those read (at least
+  # one epoch's), then stops naming the worst file; 0 stops at the first (cvrl_jax/data/records.py).
+  d.max_bad_fraction = 0.01
   # Pretraining clips: 16 frames at stride 2, cropped to 224 (docs/recipes/cvrl.md, "Temporal sampling").
   d.num_frames = 16
   d.frame_stride = 2
@@ -183,6 +186,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f'config.{key} must be >= 0, got {get(config, key)!r}.')
   if config.num_train_steps == 0 and config.num_epochs == 0:
     raise ValueError('Set config.num_epochs or config.num_train_steps to a positive value.')
+  if not 0.0 <= config.data.max_bad_fraction < 1.0:
+    raise ValueError('config.data.max_bad_fraction must be in [0, 1), got '
+                     f'{config.data.max_bad_fraction!r}.')
   if not 0.0 <= config.optim.momentum < 1.0:
     raise ValueError(f'config.optim.momentum must be in [0, 1), got {config.optim.momentum!r}.')
 

@@ -1,6 +1,7 @@
 """What every job (pretraining and evaluation) shares about a run: its train state, the stop
 signal, progress lines and the JSON files it writes. No job imports another job's module for
 these."""
+import os
 import signal
 import threading
 from typing import Any, Mapping
@@ -93,3 +94,14 @@ def write_json(path: str, obj: Any) -> None:
   """Process 0 writes `obj` whole (a reader never sees half a file); `path` may be a URL."""
   if jax.process_index() == 0:
     paths.write_json(path, obj)
+
+
+def pid_alive(pid: int) -> bool:
+  """Whether a process with this id runs on this machine (owned by anyone)."""
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True

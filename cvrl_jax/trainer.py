@@ -404,6 +404,7 @@ def _pretrain_locked(config: ml_collections.ConfigDict, workdir: str,
   # --------------------------------------------------------------------------------------------
   final_step = int(jax.device_get(state.step))
   results = dict(summary, step=final_step, num_train_steps=num_steps, finished=not stopped_early)
+  results.update(train_iter.checks.summary())  # undecodable records skipped (data/records.py)
   run_utils.write_json(paths.join(workdir, 'results.json'), results)
   if not stopped_early:
     logging.info('Finished %d steps; results in %s.', final_step,

@@ -24,6 +24,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 
 from cvrl_jax import paths
+from cvrl_jax import run_utils
 
 LOCK_FILE = 'lock.json'
 CONFIG_FILE = 'config.json'
@@ -132,16 +133,6 @@ def finished_results(workdir: str) -> Optional[dict]:
 # ------------------------------------------------------------------------------------------------
 # Lock.
 # ------------------------------------------------------------------------------------------------
-def _pid_alive(pid: int) -> bool:
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:
-    return True
-  return True
-
-
 def _describe(holder: Mapping[str, Any]) -> str:
   return (f'process {holder.get("pid", "?")} on {holder.get("host", "?")} '
           f'(started {holder.get("time", "?")})')
@@ -211,7 +202,7 @@ class WorkdirLock:
       holder = self._read_holder(fd)
       if holder and (holder.get('host'), holder.get('pid')) != (me['host'], me['pid']):
         if (not locked and holder.get('host') == me['host']
-            and _pid_alive(int(holder.get('pid', -1)))):
+            and run_utils.pid_alive(int(holder.get('pid', -1)))):
           os.close(fd)
           raise ValueError(f'The workdir {self.workdir} is in use by {_describe(holder)}; stop '
                            'that run or use another workdir.')

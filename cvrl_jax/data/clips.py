@@ -10,6 +10,7 @@ from typing import Sequence
 
 import tensorflow as tf
 
+from cvrl_jax.data import records
 from cvrl_jax.data import sampling
 from cvrl_jax.data import stream as stream_lib
 
@@ -76,7 +77,13 @@ def sample_crop_window(encoded_frame: tf.Tensor, seed: tf.Tensor, *, jpeg: bool,
 def random_resized_crop_clip(encoded: tf.Tensor, seed: tf.Tensor, *, jpeg: bool, size: int,
                              area_range: Sequence[float],
                              aspect_range: Sequence[float]) -> tf.Tensor:
-  """One clip: a single random box for all its frames (decode-and-crop), resized to size x size."""
+  """One clip: a single random box for all its frames (decode-and-crop), resized to size x size.
+
+  JPEG frames of another size than the first fail (the record is then bad,
+  cvrl_jax/data/records.py) rather than being cut elsewhere.
+  """
+  if jpeg:
+    encoded = records.same_size_frames(encoded)
   window = sample_crop_window(encoded[0], seed, jpeg=jpeg, area_range=area_range,
                               aspect_range=aspect_range)
   return resize_bilinear(decode(encoded, jpeg, window), [size, size])
@@ -105,6 +112,8 @@ def _random_views_fn(*, starts_fn, num_clips: int, clip_len: int, stride: int, s
     clips, boxes = [], []
     for v in range(num_clips):
       encoded = tf.gather(frames, indices[v])
+      if jpeg:  # frames of another size than the first make the record bad (data/records.py)
+        encoded = records.same_size_frames(encoded)
       if shared_crop and v:
         window = boxes[0]
       else:

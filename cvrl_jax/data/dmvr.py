@@ -8,7 +8,8 @@ optional `clip/label/string`, `clip/data_path` and `clip/start/timestamp` / `cli
 from __future__ import annotations
 
 import os
-from typing import Iterable, Sequence
+import re
+from typing import Callable, Iterable, Sequence
 
 import tensorflow as tf
 
@@ -73,11 +74,13 @@ def temporary_path(path: str) -> str:
   return paths.join(paths.parent(path), f'.{os.path.basename(path)}.tmp-{os.getpid()}')
 
 
-def write_shard(path: str, records: Iterable[tf.train.SequenceExample | bytes]) -> int:
+def write_shard(path: str, records: Iterable[tf.train.SequenceExample | bytes],
+                before_rename: Callable[[str, int], None] | None = None) -> int:
   """Writes records to a TFRecord file atomically and returns how many were written.
 
   The file is written under a temporary name in the same folder and renamed to `path` only after
-  it is complete and closed, so a file under its final name is always whole.
+  it is complete and closed, so a file under its final name is always whole. `before_rename(tmp,
+  count)` runs on the complete file just before the rename (the converter records it there).
   """
   tmp = temporary_path(path)
   count = 0
@@ -86,6 +89,8 @@ def write_shard(path: str, records: Iterable[tf.train.SequenceExample | bytes]) 
       for record in records:
         writer.write(record if isinstance(record, bytes) else record.SerializeToString())
         count += 1
+    if before_rename is not None:
+      before_rename(tmp, count)
     paths.replace(tmp, path)
   except BaseException:
     if paths.exists(tmp):
@@ -148,6 +153,33 @@ def shard_pattern(folder: str, split: str) -> str:
 
 def summary_path(folder: str, split: str) -> str:
   return paths.join(folder, split + SUMMARY_SUFFIX)
+
+
+def meta_path(shard: str) -> str:
+  """The converter's hidden per-shard record of what it wrote there: `.{shard name}.json`."""
+  return paths.join(paths.parent(shard), f'.{os.path.basename(shard)}.json')
+
+
+_SHARD = r'.+-\d{5}-of-\d{5}\.tfrecord'
+# Temporary files of the converter's writes (name, then the writer's process id): a shard's
+# (`temporary_path`), and its metadata's, labels.txt's and a summary's (cvrl_jax.paths.write_text
+# adds `.tmp-PID` to the name; earlier versions also hid it behind a dot).
+_OWN_TEMPORARY = re.compile(
+    rf'^(?:\.{_SHARD}|\.{{1,2}}{_SHARD}\.json|\.?{re.escape(LABELS_FILE)}'
+    rf'|\.?.+{re.escape(SUMMARY_SUFFIX)})\.tmp-(?P<pid>\d+)$')
+
+
+def temporary_pid(name: str) -> int | None:
+  """The writer's process id if `name` is one of the converter's temporary files, else None."""
+  match = _OWN_TEMPORARY.match(name)
+  return int(match['pid']) if match else None
+
+
+def is_converter_file(name: str) -> bool:
+  """Whether a file name is one of the converter's own non-shard files: labels.txt, summaries,
+  per-shard metadata (`.{shard}.json`) and temporary files. Data globs never return these."""
+  return (name == LABELS_FILE or name.endswith(SUMMARY_SUFFIX) or temporary_pid(name) is not None
+          or (name.startswith('.') and name.endswith('.tfrecord.json')))
 
 
 def write_text_atomic(path: str, text: str) -> None:

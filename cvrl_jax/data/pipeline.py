@@ -20,7 +20,10 @@ Batches are dicts of NumPy arrays (docs/architecture.md, "Data contract"): 'vide
 'position' int64 [2] = (epoch, records consumed in it) after this batch (in 'files' mode the
 position is this host's own: save one per host); evaluation batches have 'mask' instead.
 
-A truncated or corrupt TFRecord file stops the iterator with a ValueError naming the file.
+A truncated or corrupt TFRecord file stops the iterator with a ValueError naming the file. A
+record that cannot be decoded is skipped and counted in pretraining (up to
+data.max_bad_fraction) and stops evaluation naming it; evaluation also rejects labels outside
+[0, data.num_classes) (cvrl_jax/data/records.py).
 """
 from __future__ import annotations
 
@@ -33,6 +36,7 @@ import tensorflow as tf
 from cvrl_jax import config_lib
 from cvrl_jax.data import clips
 from cvrl_jax.data import plan as plan_lib
+from cvrl_jax.data import records
 from cvrl_jax.data import sampling
 from cvrl_jax.data import sources
 from cvrl_jax.data import stream as stream_lib
@@ -43,8 +47,9 @@ EVAL_MODES = ('train_clip', 'test_views', 'center_clip')
 class DataIterator:
   """NumPy batches from a tf.data pipeline, with input errors as one clear ValueError."""
 
-  def __init__(self, dataset: tf.data.Dataset, source):
+  def __init__(self, dataset: tf.data.Dataset, source, checks=None):
     self.dataset = dataset
+    self.checks = checks  # records.SkipCounter or records.EvalChecks: bad records, labels
     self._source = source
     self._iterator = None
 
@@ -55,11 +60,13 @@ class DataIterator:
     if self._iterator is None:
       self._iterator = self.dataset.as_numpy_iterator()
     try:
-      return next(self._iterator)
+      batch = next(self._iterator)
     except tf.errors.DataLossError as e:
       raise self._source.explain(e) from None
     except tf.errors.InvalidArgumentError as e:
-      raise ValueError(f'Cannot read an example of {self._source.name}: {e.message.strip()}') from e
+      raise ValueError(f'Cannot read an example of {self._source.name}: '
+                       f'{records.tf_error_text(e)}.') from None
+    return self.checks(batch) if self.checks is not None else batch
 
 
 def make_pretrain_dataset(data_cfg, plan: plan_lib.ClipPlan, *, global_batch_size: int,
@@ -88,8 +95,8 @@ def make_pretrain_dataset(data_cfg, plan: plan_lib.ClipPlan, *, global_batch_siz
       source, views_fn, shape, seed=seed,
       key_fn=stream_lib.key_fn(data_cfg.host_split, process_index, process_count),
       keep_fields=keep)
-  examples = stream.map(example_fn, num_parallel_calls=stream_lib.parallel(data_cfg),
-                        deterministic=True)
+  examples = records.skip_bad(records.guarded_map(stream, example_fn,
+                                                  stream_lib.parallel(data_cfg)))
   return stream_lib.finish(examples, data_cfg, host_batch), source
 
 
@@ -109,7 +116,9 @@ def make_pretrain_iterator(data_cfg, plan: plan_lib.ClipPlan, *, global_batch_si
   dataset, source = make_pretrain_dataset(
       data_cfg, plan, global_batch_size=global_batch_size, seed=seed,
       start_position=start_position, process_index=process_index, process_count=process_count)
-  return DataIterator(dataset, source)
+  process_index, process_count = stream_lib.hosts(process_index, process_count)
+  return DataIterator(dataset, source, records.SkipCounter(
+      data_cfg, source, process_index=process_index, process_count=process_count))
 
 
 def make_plan_eval_iterator(data_cfg, plan: plan_lib.ClipPlan, *, global_batch_size: int,
@@ -212,7 +221,7 @@ def make_eval_dataset(data_cfg, *, split: str, mode: str, global_batch_size: int
   example_fn = clips.example_fn(
       source, views_fn, shape, seed=seed,
       key_fn=stream_lib.key_fn(d.host_split, process_index, process_count))
-  examples = stream.map(example_fn, num_parallel_calls=stream_lib.parallel(d), deterministic=True)
+  examples = records.guarded_map(stream, example_fn, stream_lib.parallel(d))
   return stream_lib.finish(examples, d, host_batch), source
 
 
@@ -239,5 +248,5 @@ def make_eval_iterator(data_cfg, *, split: str, mode: str, global_batch_size: in
       data_cfg, split=split, mode=mode, global_batch_size=global_batch_size, seed=seed,
       num_epochs=num_epochs, process_index=process_index, process_count=process_count,
       start_position=start_position)
-  return DataIterator(dataset, source)
+  return DataIterator(dataset, source, records.EvalChecks(data_cfg, source))
 

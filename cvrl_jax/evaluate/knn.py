@@ -178,7 +178,8 @@ class KnnEvaluator:
     self.mode = mode
     self.max_examples = max_examples
     self.cache_dir = cache_dir
-    self._inference = features.feature_inference(backbone, mesh)
+    self._inference = features.feature_inference(
+        backbone, mesh, config.eval.get('knn_feature', 'pooled'))
 
   def _features(self, variables: PyTree, split: str) -> Dict[str, np.ndarray]:
     """A split's features; with cache_dir, a finished pass is kept there and read back by a

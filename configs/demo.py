@@ -50,4 +50,8 @@ def get_config(data_dir: str = 'demo_data') -> ml_collections.ConfigDict:
 
   config.checkpoint.every_steps = 100
   config.log_every_steps = 10
+  # The online kNN monitor (TensorBoard 'monitor/knn_top1', the demo's report): centre clips of
+  # at most 1,000 train and test videos, 5 times over the run.
+  config.knn_every_steps = 250
+  config.eval.monitor_max_examples = 1000
   return config

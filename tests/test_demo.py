@@ -19,3 +19,18 @@ def test_table_names_the_cached_feature_probe():
   assert lines[0] == ('| encoder | linear top-1 (cached features) | '
                       'linear top-5 (cached features) | kNN top-1 |')
   assert lines[4] == '| difference | +25.0 | +0.0 | +25.0 |'
+
+
+def test_fraction_table_reads_every_label_fraction():
+  results = {name: {'linear_cached_features/top1': full, 'linear_cached_features/top5': 1.0,
+                    'knn/top1': 0.5, 'label_fraction_0.1/top1': ten,
+                    'label_fraction_0.01/top1': one}
+             for name, full, ten, one in (('pretrained', 0.9, 0.8, 0.55),
+                                          ('random', 0.3, 0.25, 0.125))}
+  assert demo.fraction_top1(results['random']) == {1.0: 0.3, 0.1: 0.25, 0.01: 0.125}
+  lines = demo.format_fraction_table(results).splitlines()
+  assert lines[0] == '| labels | CVRL pretrained | random init | difference |'
+  assert lines[2:] == ['| 100% | 90.0 | 30.0 | +60.0 |', '| 10% | 80.0 | 25.0 | +55.0 |',
+                       '| 1% | 55.0 | 12.5 | +42.5 |']
+  assert [demo.fraction_dir(f) for f in demo.LABEL_FRACTIONS] == [
+      'linear_eval', 'linear_eval_10pct', 'linear_eval_1pct']

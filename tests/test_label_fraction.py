@@ -10,6 +10,7 @@ import tensorflow as tf
 from cvrl_jax import config_lib
 from cvrl_jax.data import demo
 from cvrl_jax.data import dmvr
+from cvrl_jax.data import sources
 from cvrl_jax.evaluate import linear
 from cvrl_jax.evaluate import subsets
 
@@ -79,10 +80,15 @@ def _records(pattern):
   return list(parsed.as_numpy_iterator())
 
 
-def test_augmented_clip_probe_trains_on_a_written_subset(data, tmp_path):
+def test_clip_jobs_read_a_written_subset(data, tmp_path):
+  """The probe on augmented clips and fine-tuning train on restrict_train_files' config."""
   config = probe_config(data, 0.25)
-  results = linear.linear_eval(config, str(tmp_path))
-  assert results['linear/num_test_videos'] == NUM_TEST
+  subset_config, counts = subsets.restrict_train_files(config, str(tmp_path))
+  assert config.data.train_files == data['train']  # the caller's config is left alone
+  assert subset_config.data.train_files == os.path.join(tmp_path, subsets.SUBSET_DIR,
+                                                        'train-*-of-*.tfrecord')
+  assert sources.num_examples(subset_config.data, 'train') == counts['num_labelled']
+  assert counts['num_train'] == NUM_TRAIN
   with open(tmp_path / subsets.SUBSET_FILE) as f:
     listed = json.load(f)
   train = _records(data['train'])  # in the sorted files' order, as the subset indexes them
@@ -94,6 +100,9 @@ def test_augmented_clip_probe_trains_on_a_written_subset(data, tmp_path):
   counts = np.bincount(labels, minlength=10)
   per_class = np.bincount([r['label'] for r in written], minlength=10)
   assert per_class.tolist() == [max(1, round(0.25 * n)) if n else 0 for n in counts]
+  full = probe_config(data, 1.0)
+  assert subsets.restrict_train_files(full, str(tmp_path / 'all')) == (full, None)
+  assert not os.path.exists(tmp_path / 'all')  # nothing written when every label is used
 
 
 def test_cached_feature_probe_uses_the_same_rule_on_its_feature_bank(data, tmp_path):

@@ -34,3 +34,13 @@ def test_fraction_table_reads_every_label_fraction():
                        '| 1% | 55.0 | 12.5 | +42.5 |']
   assert [demo.fraction_dir(f) for f in demo.LABEL_FRACTIONS] == [
       'linear_eval', 'linear_eval_10pct', 'linear_eval_1pct']
+
+
+def test_demo_configs_take_the_classes_of_other_converted_videos(tmp_path):
+  (tmp_path / 'labels.txt').write_text('ApplyEyeMakeup\nArchery\nBasketball\n')
+  for name in ('demo', 'demo_eval'):
+    config = demo.load_config(name, str(tmp_path))
+    assert config.data.num_classes == 3
+    assert config.data.train_files == str(tmp_path / 'train-*-of-*.tfrecord')
+    assert config.data.eval_files == str(tmp_path / 'test-*-of-*.tfrecord')
+    assert demo.load_config(name, str(tmp_path / 'not_yet')).data.num_classes == 10

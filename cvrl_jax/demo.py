@@ -170,6 +170,7 @@ def format_table(results: Mapping[str, Mapping[str, float]]) -> str:
 
 
 def run_demo(workdir: str, seed: int, variant: str = 'nuisance') -> Dict[str, Dict[str, float]]:
+  import jax  # pylint: disable=g-import-not-at-top
   from cvrl_jax import trainer  # pylint: disable=g-import-not-at-top
   workdir = os.path.abspath(workdir)
   suffix = '' if variant == 'nuisance' else f'_{variant}'  # the variants never share a folder
@@ -195,13 +196,17 @@ def run_demo(workdir: str, seed: int, variant: str = 'nuisance') -> Dict[str, Di
 
   table, fractions = format_table(results), format_fraction_table(results)
   minutes = (time.time() - start) / 60
+  # The same seed gives the same table on the same machine only with the same devices: the batch
+  # is sharded over them, and the sums' float order follows (BENCHMARKS.md, "Demo").
+  devices = f'{jax.device_count()} {jax.devices()[0].platform.upper()} device(s)'
   with open(os.path.join(workdir, f'demo_results{suffix}.md'), 'w') as f:
-    f.write(f'CVRL demo (seed {seed}, {variant} videos, {minutes:.1f} min): accuracy on the '
+    f.write(f'CVRL demo (seed {seed}, {variant} videos, {devices}, {minutes:.1f} min): '
+            f'accuracy on the '
             f'{NUM_TEST} test videos, %\n\n{table}\n\nLinear top-1 by the fraction of training '
             f'labels the probe sees:\n\n{fractions}\n')
   with open(os.path.join(workdir, f'demo_results{suffix}.json'), 'w') as f:
-    json.dump({'seed': seed, 'variant': variant, 'minutes': minutes, **results}, f, indent=2,
-              sort_keys=True)
+    json.dump({'seed': seed, 'variant': variant, 'devices': devices, 'minutes': minutes,
+               **results}, f, indent=2, sort_keys=True)
   banner('5/5 The report image: training curves, accuracy by label fraction, retrieval grid')
   report_path = write_report(os.path.join(workdir, f'demo_report{suffix}.png'), data_dir,
                              pretrain_dir, seed, results)

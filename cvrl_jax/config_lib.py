@@ -24,6 +24,9 @@ def data_config() -> ml_collections.ConfigDict:
   d.tfds_eval_split = 'test'
   d.num_classes = 0
   d.num_train_examples = 0  # 0: counted from the files at start
+  # Pretraining skips and counts undecodable records up to this fraction of those read (at least
+  # one epoch's), then stops naming the worst file; 0 stops at the first (cvrl_jax/data/records.py).
+  d.max_bad_fraction = 0.01
   # Pretraining clips: 16 frames at stride 2, cropped to 224 (docs/recipes/cvrl.md, "Temporal sampling").
   d.num_frames = 16
   d.frame_stride = 2
@@ -126,7 +129,8 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.checkpoint = ml_collections.ConfigDict()
   c.checkpoint.every_steps = 1000
-  c.checkpoint.keep = 3
+  c.checkpoint.keep = 3  # the last N checkpoints stay
+  c.checkpoint.keep_every_steps = 0  # > 0: also every checkpoint at a multiple of N steps stays
   c.checkpoint.async_save = True
 
   c.mesh.fsdp_min_size = 2**18  # parameters with fewer elements stay replicated
@@ -152,6 +156,7 @@ _POSITIVE = ('batch_size', 'log_every_steps', 'optim.base_batch_size', 'checkpoi
              'data.num_frames', 'data.frame_stride', 'data.image_size')
 _NON_NEGATIVE = ('num_epochs', 'num_train_steps', 'optim.base_lr', 'optim.weight_decay',
                  'optim.warmup_epochs', 'optim.lars_trust_coefficient', 'checkpoint.every_steps',
+                 'checkpoint.keep_every_steps',
                  'knn_every_steps', 'data.num_train_examples', 'data.num_classes')
 
 
@@ -178,6 +183,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if not 0.0 < config.eval.label_fraction <= 1.0:
     raise ValueError('config.eval.label_fraction must be in (0, 1], got '
                      f'{config.eval.label_fraction!r}.')
+  if not 0.0 <= config.data.max_bad_fraction < 1.0:
+    raise ValueError('config.data.max_bad_fraction must be in [0, 1), got '
+                     f'{config.data.max_bad_fraction!r}.')
   if not 0.0 <= config.optim.momentum < 1.0:
     raise ValueError(f'config.optim.momentum must be in [0, 1), got {config.optim.momentum!r}.')
 

@@ -17,8 +17,12 @@ Labels are indexed in sorted name order (numerically when all names are integers
 already has a labels.txt (say, from converting the train split), its indices are reused, and a
 label missing from it is an error.
 
-Unreadable, empty and non-video inputs, CSV rows without a path or label and rows naming a
-missing file are skipped and reported; they never stop the run.
+Unreadable, empty and non-video inputs, CSV rows without a path or label, rows naming a
+missing file and names or rows that are not UTF-8 text are skipped and reported; they never stop
+the run. The output folder must not hold another conversion of the same split (other
+`--num-shards`, other inputs or settings, or shards the converter did not write): the run then
+refuses with one sentence instead of mixing them. Temporary `.NAME.tmp-PID` files that a killed
+run left (its process no longer running) are removed; nothing else in DIR is ever deleted.
 """
 from __future__ import annotations
 
@@ -30,11 +34,15 @@ import math
 import multiprocessing
 import os
 import queue
+import re
 import sys
 import time
 from typing import Sequence
 
 import numpy as np
+
+from cvrl_jax import paths
+from cvrl_jax import startup
 
 VIDEOS_PER_SHARD = 200  # automatic shard count
 MAX_AUTO_SHARDS = 1024
@@ -57,20 +65,47 @@ class Item:
 # Inputs.
 
 
+def printable(text: str) -> str:
+  """A name as text even when its bytes are not UTF-8 (those bytes shown as \\xNN)."""
+  return text if is_utf8(text) else os.fsencode(text).decode('utf-8', 'backslashreplace')
+
+
+def is_utf8(text: str) -> bool:
+  """Whether a name read from the file system (or a CSV read with surrogateescape) is UTF-8."""
+  try:
+    text.encode('utf-8')
+    return True
+  except UnicodeEncodeError:
+    return False
+
+
+_NOT_UTF8 = 'the name is not UTF-8 text'
+
+
 def list_folder(root: str) -> tuple[list[Item], list[dict]]:
-  """Videos of a class-per-sub-folder tree; files outside class folders are reported as skipped."""
+  """Videos of a class-per-sub-folder tree; files outside class folders, and names that are not
+  UTF-8 (labels and record paths are UTF-8), are reported as skipped."""
   items, skipped = [], []
   for entry in sorted(os.listdir(root)):
     path = os.path.join(root, entry)
     if entry.startswith('.'):
+      continue
+    if not is_utf8(entry):
+      skipped.append({'path': printable(path), 'reason': f'{_NOT_UTF8} (a class folder: its '
+                                                         'videos are skipped)'})
       continue
     if not os.path.isdir(path):
       skipped.append({'path': path, 'reason': 'not inside a class sub-folder'})
       continue
     for folder, dirs, files in os.walk(path):
       dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
-      items.extend(Item(os.path.join(folder, f), entry) for f in sorted(files)
-                   if not f.startswith('.'))
+      for f in sorted(files):
+        if f.startswith('.'):
+          continue
+        if is_utf8(os.path.join(folder, f)):
+          items.append(Item(os.path.join(folder, f), entry))
+        else:
+          skipped.append({'path': printable(os.path.join(folder, f)), 'reason': _NOT_UTF8})
   return items, skipped
 
 
@@ -78,7 +113,7 @@ def list_csv(csv_path: str) -> tuple[list[Item], list[dict]]:
   """Videos of a `path,label` CSV; rows without a path or label, or naming no file, are skipped."""
   base = os.path.dirname(os.path.abspath(csv_path))
   items, skipped = [], []
-  with open(csv_path, newline='', encoding='utf-8') as f:
+  with open(csv_path, newline='', encoding='utf-8', errors='surrogateescape') as f:
     for row_number, row in enumerate(csv.reader(f), start=1):
       cells = [c.strip() for c in row]
       if not any(cells):
@@ -86,6 +121,10 @@ def list_csv(csv_path: str) -> tuple[list[Item], list[dict]]:
       if row_number == 1 and [c.lower() for c in cells[:2]] == ['path', 'label']:
         continue
       where = f'{csv_path} row {row_number}'
+      if not all(is_utf8(c) for c in cells):
+        skipped.append({'path': where, 'reason': 'not UTF-8 text: '
+                        + ','.join(printable(c) for c in cells)})
+        continue
       if not cells[0]:
         skipped.append({'path': where, 'reason': 'no video path'})
         continue
@@ -100,6 +139,8 @@ def list_csv(csv_path: str) -> tuple[list[Item], list[dict]]:
 
 
 def list_inputs(source: str) -> tuple[list[Item], list[dict]]:
+  if not os.path.exists(source):
+    raise FileNotFoundError(f'The input {source} does not exist.')
   if os.path.isdir(source):
     return list_folder(source)
   if os.path.isfile(source):
@@ -143,11 +184,6 @@ def _init_worker(progress) -> None:
   os.environ.setdefault('CUDA_VISIBLE_DEVICES', '')
 
 
-def meta_path(shard: str) -> str:
-  folder, name = os.path.split(shard)
-  return os.path.join(folder, f'.{name}.json')
-
-
 def convert_shard(shard: str, items: Sequence[Item], label_index: dict[str, int],
                   settings: Settings) -> dict:
   """Writes one shard and its metadata file; returns the metadata."""
@@ -173,19 +209,30 @@ def convert_shard(shard: str, items: Sequence[Item], label_index: dict[str, int]
             data_path=item.path, start_timestamp_us=decoded.start_timestamp_us,
             end_timestamp_us=decoded.end_timestamp_us)
 
-  records = dmvr.write_shard(shard, examples())
-  meta = {'sources': [item.path for item in items], 'settings': dataclasses.asdict(settings),
-          'records': records, 'bytes': os.path.getsize(shard), 'skipped': skipped}
-  dmvr.write_text_atomic(meta_path(shard), json.dumps(meta))
+  meta = {'sources': [item.path for item in items], 'settings': dataclasses.asdict(settings)}
+
+  def record_meta(tmp, count):  # before the rename: a shard under its name always has its record
+    meta.update(records=count, bytes=paths.size(tmp), skipped=skipped)
+    dmvr.write_text_atomic(dmvr.meta_path(shard), json.dumps(meta))
+
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  try:
+    dmvr.write_shard(shard, examples(), before_rename=record_meta)
+  except tf.errors.OpError as e:
+    from cvrl_jax.data import records  # pylint: disable=g-import-not-at-top
+    raise OSError(f'Cannot write {shard} ({records.tf_error_text(e)}).') from None
   return meta
 
 
 def _finished_meta(shard: str, items: Sequence[Item], settings: Settings) -> dict | None:
   """The metadata of a shard a previous run completed with the same inputs, else None."""
-  if not (os.path.exists(shard) and os.path.exists(meta_path(shard))):
+  from cvrl_jax.data import dmvr  # pylint: disable=g-import-not-at-top
+  if not paths.exists(shard):
     return None
-  with open(meta_path(shard)) as f:
-    meta = json.load(f)
+  if not paths.exists(dmvr.meta_path(shard)):
+    raise ValueError(f'{shard} is not from this converter (it has no {dmvr.meta_path(shard)}); '
+                     'move it away or use a new --output folder.')
+  meta = paths.read_json(dmvr.meta_path(shard))
   if (meta.get('sources') != [item.path for item in items]
       or meta.get('settings') != dataclasses.asdict(settings)):
     raise ValueError(f'{shard} was written from other inputs or settings; use a new --output '
@@ -231,6 +278,57 @@ def _run_tasks(tasks, label_index, settings, workers, progress_bar) -> dict[str,
 
 
 # ------------------------------------------------------------------------------------------------
+# The output folder: another conversion in it, a killed run's temporary files.
+
+_SHARD_NAME = re.compile(r'^(?P<split>.+)-\d{5}-of-(?P<count>\d{5})\.tfrecord$')
+
+
+def existing_shard_counts(output: str, split: str) -> dict[int, list[str]]:
+  """{shard count: file names} of `split`'s shards and shard metadata already in `output`."""
+  counts: dict[int, list[str]] = {}
+  for name in paths.listdir(output):
+    base = name[1:-len('.json')] if name.startswith('.') and name.endswith('.json') else name
+    match = _SHARD_NAME.match(base)
+    if match and match['split'] == split:
+      counts.setdefault(int(match['count']), []).append(name)
+  return counts
+
+
+def remove_stale_temporaries(output: str) -> list[str]:
+  """Removes the converter's own temporary files (a shard's, its metadata's, labels.txt's or a
+  summary's `.tmp-{pid}`, dmvr.temporary_pid) left by a killed run: only those whose process is
+  no longer running on this machine. Nothing else is ever removed."""
+  from cvrl_jax import run_utils  # pylint: disable=g-import-not-at-top  (jax: only when needed)
+  from cvrl_jax.data import dmvr  # pylint: disable=g-import-not-at-top
+  removed = []
+  for name in paths.listdir(output):
+    pid = dmvr.temporary_pid(name)
+    if pid is not None and not run_utils.pid_alive(pid):
+      paths.remove(paths.join(output, name))
+      removed.append(name)
+  return removed
+
+
+def _check_output(output: str, split: str, num_shards: int) -> int:
+  """The shard count to write: `num_shards`, or (0) that of a conversion of `split` already in
+  `output`; refuses a count other than the existing conversion's, which would mix the two."""
+  existing = existing_shard_counts(output, split)
+  if not num_shards and len(existing) == 1:
+    return next(iter(existing))
+  other = sorted(c for c in existing if c != num_shards)
+  if num_shards and other:
+    example = existing[other[0]][0]
+    raise ValueError(
+        f'{output} already holds a conversion of split {split!r} into {other[0]} shards (e.g. '
+        f'{example}); run with --num-shards {other[0]} to resume it, or use a new --output '
+        f'folder: {num_shards} more shards beside them would make every video read twice.')
+  if not num_shards and other:
+    raise ValueError(f'{output} holds shards of split {split!r} from conversions into '
+                     f'{" and ".join(map(str, other))} shards; use a new --output folder.')
+  return num_shards
+
+
+# ------------------------------------------------------------------------------------------------
 # The command.
 
 
@@ -247,10 +345,17 @@ def convert(source: str, output: str, *, fps: float = 10.0, short_side: int = 25
   items, skipped = list_inputs(source)
   if not items:
     raise ValueError(f'No videos found in {source}.')
-  os.makedirs(output, exist_ok=True)
-  labels_path = os.path.join(output, dmvr.LABELS_FILE)
-  names = label_names(items, dmvr.read_labels(output), labels_path)
-  dmvr.write_labels(output, names)
+  output = paths.absolute(output)
+  try:
+    paths.makedirs(output)
+    removed = remove_stale_temporaries(output)
+    num_shards = _check_output(output, split_name, num_shards)
+    labels_path = paths.join(output, dmvr.LABELS_FILE)
+    names = label_names(items, dmvr.read_labels(output), labels_path)
+    dmvr.write_labels(output, names)
+  except OSError as e:
+    raise ValueError(f'Cannot write to the output folder {output} '
+                     f'({e.strerror or e}).') from None
   label_index = {name: i for i, name in enumerate(names)}
 
   num_shards = num_shards or min(MAX_AUTO_SHARDS, math.ceil(len(items) / VIDEOS_PER_SHARD))
@@ -267,11 +372,11 @@ def convert(source: str, output: str, *, fps: float = 10.0, short_side: int = 25
   for shard in shards:
     skipped.extend(results[shard]['skipped'])
   summary = {
-      'input': os.path.abspath(source), 'output': os.path.abspath(output), 'split': split_name,
+      'input': os.path.abspath(source), 'output': output, 'split': split_name,
       'fps': fps, 'short_side': short_side, 'jpeg_quality': jpeg_quality,
       'num_classes': len(names), 'num_shards': num_shards,
       'written': sum(results[s]['records'] for s in shards), 'skipped': skipped,
-      'resumed_shards': num_shards - len(tasks),
+      'resumed_shards': num_shards - len(tasks), 'removed_temporary_files': removed,
       'shards': {os.path.basename(s): {'records': results[s]['records'],
                                        'bytes': results[s]['bytes']} for s in shards},
       'seconds': round(time.time() - start, 1),
@@ -287,6 +392,9 @@ def format_summary(summary: dict, max_listed: int = 20) -> str:
            f"{summary['num_shards']} shards in {summary['output']} "
            f"({summary['resumed_shards']} shards kept from an earlier run); "
            f"skipped {len(summary['skipped'])}."]
+  removed = summary.get('removed_temporary_files', [])
+  if removed:
+    lines.append(f"  removed {len(removed)} temporary file(s) of a killed run: {', '.join(removed)}")
   for skip in summary['skipped'][:max_listed]:
     lines.append(f"  skipped {skip['path']}: {skip['reason']}")
   if len(summary['skipped']) > max_listed:
@@ -307,13 +415,20 @@ def main(argv=None) -> int:
                       help=f'0: one per {VIDEOS_PER_SHARD} videos')
   parser.add_argument('--workers', type=int, default=0, help='worker processes; 0: one per core')
   parser.add_argument('--split-name', default='train', help='shard and summary name prefix')
+  parser.add_argument('--verbosity', '-v', type=int, default=0,
+                      help='1: also show TensorFlow\'s own start-up and warning lines')
   args = parser.parse_args(argv)
+  startup.quiet_native_logs(args.verbosity)
   try:
     convert(args.input, args.output, fps=args.fps, short_side=args.short_side,
             jpeg_quality=args.jpeg_quality, num_shards=args.num_shards, workers=args.workers,
             split_name=args.split_name)
   except (ValueError, FileNotFoundError) as e:
     print(f'error: {e}', file=sys.stderr)
+    return 1
+  except OSError as e:  # a write failing mid-run (a full disk, a folder made read-only)
+    where = f' ({e.filename})' if e.filename else ''
+    print(f'error: {e.strerror or e}{where}', file=sys.stderr)
     return 1
   return 0
 

@@ -5,7 +5,10 @@
 An exported backbone is a directory:
   PATH/variables/           Orbax checkpoint of {'params': ..., 'batch_stats': ...} of the encoder
   PATH/backbone.json        {'format': ..., 'model': config.model as a dict, 'source': {...}}
-The JSON is written last, so a directory that has it is complete. Loading needs neither the
+The JSON is written last, so a directory that has it is complete. An export writes only into a
+new or empty folder, or over an earlier export (or a crashed one, which PATH/.export-in-progress
+marks); anything else at PATH, such as a `variables/` folder of the user's, stays untouched and
+the export stops with one sentence. Non-finite weights are never exported. Loading needs neither the
 training state nor the optimiser: `load_backbone(PATH)` rebuilds the module from the JSON and
 restores the variables. `load_backbone` also accepts a pretraining workdir (it then reads the
 encoder out of the latest training checkpoint, WORKDIR/checkpoints/<step>/state, and the model
@@ -14,6 +17,7 @@ config out of WORKDIR/config.json), so evaluation jobs take either as `config.in
 import functools
 import json
 import os
+import sys
 from typing import Any, Mapping, Optional, Tuple
 
 from absl import app
@@ -27,8 +31,11 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.sharding import Mesh
 
+from cvrl_jax import checkpoint as checkpoint_lib
 from cvrl_jax import config_lib
+from cvrl_jax import logs
 from cvrl_jax import models
+from cvrl_jax import paths
 from cvrl_jax import sharding
 from cvrl_jax import startup
 
@@ -36,6 +43,7 @@ PyTree = Any
 FORMAT = 'cvrl_jax.backbone/1'
 METADATA_FILE = 'backbone.json'
 VARIABLES_DIR = 'variables'
+IN_PROGRESS_FILE = '.export-in-progress'  # present while an export is written
 # Pretraining workdir layout (cvrl_jax.trainer).
 WORKDIR_CONFIG = 'config.json'
 WORKDIR_CHECKPOINTS = 'checkpoints'
@@ -123,26 +131,77 @@ def check_shapes(stored: PyTree, expected: PyTree, path: str, model_cfg) -> None
 # ------------------------------------------------------------------------------------------------
 # Export.
 # ------------------------------------------------------------------------------------------------
+class ExportError(OSError):
+  """An export could not be written; the message says where and why, in one sentence."""
+
+
+def _was_written_by_export(out: epath.Path) -> bool:
+  """Whether `out` holds an export of ours (complete, or a crashed one)."""
+  if (out / IN_PROGRESS_FILE).exists():
+    return True
+  try:
+    return json.loads((out / METADATA_FILE).read_text()).get('format', '').startswith(
+        'cvrl_jax.backbone/')
+  except (OSError, ValueError, AttributeError):
+    return False
+
+
+def check_output(out: epath.Path) -> None:
+  """Raises ExportError unless `out` is a folder an export may write: new, empty, or an earlier
+  export (whose `variables/` and JSON are then replaced; nothing else in it is touched)."""
+  if out.exists() and not out.is_dir():
+    raise ExportError(f'The export output {out} is an existing file; give a folder (a new one or '
+                      'an earlier export).')
+  if out.exists() and (out / VARIABLES_DIR).exists() and not _was_written_by_export(out):
+    raise ExportError(f'The export output {out} already holds a {VARIABLES_DIR}/ folder that no '
+                      f'export wrote (no {METADATA_FILE}); it is left untouched: give another '
+                      'output folder.')
+  if out.exists() and (out / METADATA_FILE).exists() and not _was_written_by_export(out):
+    raise ExportError(f'The export output {out} holds a {METADATA_FILE} that no cvrl_jax export '
+                      'wrote; it is left untouched: give another output folder.')
+
+
+def _write_error(out: epath.Path, error: BaseException) -> ExportError:
+  return ExportError(f'Cannot write the export to {out} ({checkpoint_lib.describe_error(error)}).')
+
+
 def export_backbone(output: str, variables: Mapping[str, PyTree],
                     model_cfg: ml_collections.ConfigDict, source: Optional[Mapping[str, Any]] = None
                     ) -> str:
   """Writes {'params', 'batch_stats'} of an encoder and its config.model to `output`.
 
   Collective in multi-process runs (every process calls it; the arrays may be sharded). An
-  existing export at `output` is replaced. Returns the absolute output path.
+  earlier export at `output` is replaced; anything else there makes it stop (check_output), as
+  do NaN or infinite weights (ValueError), before anything is written. A failed write raises
+  ExportError at once. Returns the absolute output path.
   """
-  out = epath.Path(output).absolute() if '://' not in output else epath.Path(output)
+  out = epath.Path(paths.absolute(output))
   tree = {name: variables.get(name, {}) for name in COLLECTIONS}
+  bad = checkpoint_lib.non_finite_leaves(tree)
+  if bad:
+    raise ValueError(f'The backbone to export holds NaN or infinite values ({bad[0]}'
+                     f'{", ..." if len(bad) > 1 else ""}); nothing was written to {out}.')
+  check_output(out)
   metadata_file = out / METADATA_FILE
-  if jax.process_index() == 0 and metadata_file.exists():
-    metadata_file.unlink()  # the export is incomplete until the new JSON is written
-  checkpointer = ocp.StandardCheckpointer()
-  checkpointer.save(out / VARIABLES_DIR, tree, force=True)
-  checkpointer.wait_until_finished()
-  checkpointer.close()
-  if jax.process_index() == 0:
-    metadata = {'format': FORMAT, 'model': model_cfg.to_dict(), 'source': dict(source or {})}
-    metadata_file.write_text(json.dumps(metadata, indent=2, sort_keys=True))
+  try:
+    if jax.process_index() == 0:
+      out.mkdir(parents=True, exist_ok=True)
+      (out / IN_PROGRESS_FILE).write_text(json.dumps({'pid': os.getpid()}))
+      if metadata_file.exists():
+        metadata_file.unlink()  # the export is incomplete until the new JSON is written
+    checkpointer = ocp.StandardCheckpointer()
+    try:
+      checkpointer.save(out / VARIABLES_DIR, tree, force=True)
+      checkpointer.wait_until_finished()
+    finally:
+      checkpointer.close()
+    if jax.process_index() == 0:
+      metadata = {'format': FORMAT, 'model': model_cfg.to_dict(), 'source': dict(source or {})}
+      metadata_file.write_text(json.dumps(metadata, indent=2, sort_keys=True))
+      (out / IN_PROGRESS_FILE).unlink()
+  except Exception as e:  # pylint: disable=broad-except  (any storage failure: one sentence)
+    logging.debug('The export write failed:', exc_info=True)
+    raise _write_error(out, e) from e
   logging.info('Exported the %s backbone to %s.', describe(model_cfg), out)
   return os.fspath(out)
 
@@ -152,7 +211,7 @@ def export_workdir(workdir: str, output: str, step: Optional[int] = None) -> str
   backbone, variables, model_cfg = load_backbone(workdir, step=step)
   del backbone
   return export_backbone(output, variables, model_cfg,
-                         source={'workdir': os.path.abspath(workdir),
+                         source={'workdir': paths.absolute(workdir),
                                  'step': _step_of(workdir, step)})
 
 
@@ -201,9 +260,13 @@ def _restore(directory: epath.Path, target: PyTree, model_cfg: ml_collections.Co
   `prefix` (a training state) collection c is read from tree[c][prefix], the rest is skipped."""
   checkpointer = ocp.PyTreeCheckpointer()
   try:
-    stored = checkpointer.metadata(directory).item_metadata.tree
+    item_metadata = checkpointer.metadata(directory).item_metadata
   except (FileNotFoundError, ValueError, OSError) as e:
     raise FileNotFoundError(f'{path}: cannot read the checkpoint in {directory} ({e}).') from e
+  stored = getattr(item_metadata, 'tree', None)
+  if stored is None:
+    raise FileNotFoundError(f'{path}: the checkpoint in {directory} is incomplete or damaged (it '
+                            'has no readable array metadata); export or pretrain it again.')
   wanted = [c for c in COLLECTIONS if target[c]]
   inside = lambda tree: tree[prefix] if prefix else tree
   try:
@@ -213,11 +276,22 @@ def _restore(directory: epath.Path, target: PyTree, model_cfg: ml_collections.Co
                      'by cvrl_jax (every objective names its encoder "backbone").') from e
   check_shapes(stored, {c: target[c] for c in wanted}, path, model_cfg)
   item = {c: {prefix: target[c]} if prefix else target[c] for c in wanted}
-  restored = checkpointer.restore(directory, args=ocp.args.PyTreeRestore(
-      item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
-      partial_restore=True))
-  checkpointer.close()
-  return {c: inside(restored[c]) if c in wanted else {} for c in COLLECTIONS}
+  try:
+    restored = checkpointer.restore(directory, args=ocp.args.PyTreeRestore(
+        item=item, restore_args=ocp.checkpoint_utils.construct_restore_args(item),
+        partial_restore=True))
+  except Exception as e:  # pylint: disable=broad-except  (truncated or damaged array files)
+    logging.debug('Restoring %s failed:', directory, exc_info=True)
+    raise FileNotFoundError(f'{path}: the checkpoint in {directory} cannot be read '
+                            f'({checkpoint_lib.describe_error(e)}); it is damaged.') from e
+  finally:
+    checkpointer.close()
+  variables = {c: inside(restored[c]) if c in wanted else {} for c in COLLECTIONS}
+  bad = checkpoint_lib.non_finite_leaves(variables)
+  if bad:
+    raise ValueError(f'{path}: the checkpoint in {directory} holds NaN or infinite weights '
+                     f'({bad[0]}); it is damaged or from a run that diverged.')
+  return variables
 
 
 def load_backbone(path: str, *, mesh: Optional[Mesh] = None, step: Optional[int] = None
@@ -227,6 +301,8 @@ def load_backbone(path: str, *, mesh: Optional[Mesh] = None, step: Optional[int]
   the default device. Missing or mismatched files raise one clear sentence naming `path`."""
   if not path:
     raise ValueError('No checkpoint path given.')
+  if not paths.exists(path):
+    raise FileNotFoundError(f'The checkpoint path {path} does not exist.')
   leaf_sharding = (sharding.replicated(mesh) if mesh is not None
                    else jax.sharding.SingleDeviceSharding(jax.devices()[0]))
   if is_export(path):
@@ -289,13 +365,21 @@ def _define_flags() -> None:
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  logs.setup_logging()
   startup.configure_process()
   workdir = flags.FLAGS.workdir
-  output = flags.FLAGS.output or os.path.join(workdir, 'backbone')
-  path = export_workdir(workdir, output, flags.FLAGS.step)
+  if not paths.exists(workdir):
+    sys.exit(f'Error: the workdir {workdir} does not exist.')
+  output = flags.FLAGS.output or paths.join(workdir, 'backbone')
+  try:
+    path = export_workdir(workdir, output, flags.FLAGS.step)
+  except (ValueError, OSError) as e:  # the export's own one-sentence errors, no traceback
+    logging.debug('Traceback of the error below:', exc_info=True)  # shown with --verbosity=1
+    sys.exit(f'Error: {e}')
   print(f'Exported the backbone of {workdir} to {path}')
 
 
 if __name__ == '__main__':
+  startup.quiet_native_logs(startup.verbosity_from_argv(sys.argv))
   _define_flags()
   app.run(main)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import sys
 from typing import Sequence
 
@@ -114,13 +113,17 @@ def main(argv=None) -> int:
   parser.add_argument('--seed', type=int, default=0)
   parser.add_argument('--max-records', type=int, default=0, help='statistics over at most this '
                       'many records (0: all)')
+  parser.add_argument('--verbosity', '-v', type=int, default=0,
+                      help='1: also show TensorFlow\'s own start-up and warning lines')
   args = parser.parse_args(argv)
-  os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+  from cvrl_jax import startup  # pylint: disable=g-import-not-at-top
+  startup.quiet_native_logs(args.verbosity)
+  from cvrl_jax import paths  # pylint: disable=g-import-not-at-top
   from cvrl_jax.data import dmvr  # pylint: disable=g-import-not-at-top
   from cvrl_jax.data import sources  # pylint: disable=g-import-not-at-top
   try:
     files = sources.resolve_files(','.join(args.files))
-    names = dmvr.read_labels(os.path.dirname(os.path.abspath(files[0])))
+    names = dmvr.read_labels(paths.parent(files[0]))
     stats = dataset_statistics(files, args.max_records)
     print(format_statistics(stats, len(files), names))
     if stats['num_videos'] and args.num_videos > 0:

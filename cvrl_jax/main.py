@@ -18,6 +18,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from cvrl_jax import logs
+from cvrl_jax import paths
 from cvrl_jax import startup
 
 # config.job -> 'module:function' with signature fn(config, workdir) -> {metric: value}.
@@ -120,14 +121,18 @@ def main(argv: Sequence[str]) -> None:
   logging.info('JAX %s: process %d of %d, %d local / %d global devices (%s).', jax.__version__,
                jax.process_index(), jax.process_count(), jax.local_device_count(),
                jax.device_count(), jax.devices()[0].platform)
+  from cvrl_jax import checkpoint  # pylint: disable=g-import-not-at-top
+  from cvrl_jax import export  # pylint: disable=g-import-not-at-top
   job = get_job(config.job)
   try:
-    job(config, os.path.abspath(_WORKDIR.value))
+    job(config, paths.absolute(_WORKDIR.value))
   except run_utils.NonFiniteLossError as e:
     sys.exit(str(e))  # exit status 1
-  except (ValueError, FileNotFoundError) as e:  # bad config values or data: one sentence
+  except (ValueError, FileNotFoundError,  # bad config values or data: one sentence
+          checkpoint.CheckpointWriteError, export.ExportError) as e:  # a failed write: the same
     logging.debug('Traceback of the error below:', exc_info=True)  # shown with --verbosity=1
     sys.exit(f'Error: {e}')
 
 if __name__ == '__main__':
+  startup.quiet_native_logs(startup.verbosity_from_argv(sys.argv))
   app.run(main, flags_parser=_parse_flags)

@@ -1,15 +1,17 @@
 """What every job (pretraining and evaluation) shares about a run: its train state, the stop
 signal, progress lines and the JSON files it writes. No job imports another job's module for
 these."""
-import json
 import os
 import signal
 import threading
 from typing import Any, Mapping
 
+from absl import logging
 import flax
 import jax
 from jax.experimental import multihost_utils
+
+from cvrl_jax import paths
 
 PyTree = Any
 
@@ -29,18 +31,32 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class PreemptionWatcher:
-  """Reports, at the same step on every process, that the job was asked to stop (SIGTERM).
+  """Reports, at the same step on every process, that the job was asked to stop (SIGTERM, or
+  Ctrl-C / SIGINT in a single-process run); the job then saves and exits.
 
-  One process: a SIGTERM handler sets a flag that the loop reads between steps. Several
-  processes: JAX's preemption service (started by jax.distributed.initialize) catches SIGTERM and
-  agrees on a step at which every process saves, so the collective save cannot deadlock.
+  One process: SIGTERM and the first SIGINT set a flag that the loop reads between steps; after
+  the first SIGINT a second one ends the process at once, without saving. Several processes:
+  JAX's preemption service (started by jax.distributed.initialize) catches SIGTERM and agrees on
+  a step at which every process saves, so the collective save cannot deadlock.
   """
 
   def __init__(self):
     self._flag = threading.Event()
-    self._previous = None
+    self._previous = {}
+    self.signal_name = 'SIGTERM'
     if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, lambda signum, frame: self._flag.set())
+      for signum in (signal.SIGTERM, signal.SIGINT):
+        self._previous[signum] = signal.signal(signum, self._handle)
+
+  def _handle(self, signum, frame) -> None:
+    del frame
+    if signum == signal.SIGINT:
+      signal.signal(signal.SIGINT, signal.SIG_DFL)  # a second Ctrl-C ends the process at once
+      logging.warning('Interrupted: saving a checkpoint after this step (press Ctrl-C again to '
+                      'exit at once without saving).')
+    if not self._flag.is_set():
+      self.signal_name = signal.Signals(signum).name
+    self._flag.set()
 
   def reached(self, step: int) -> bool:
     if jax.process_count() == 1:
@@ -51,8 +67,9 @@ class PreemptionWatcher:
       return False
 
   def close(self) -> None:
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    for signum, previous in self._previous.items():
+      signal.signal(signum, previous)
+    self._previous = {}
 
 
 def format_duration(seconds: float) -> str:
@@ -74,9 +91,17 @@ def progress_line(step: int, num_steps: int, metrics: Mapping[str, float], steps
 
 
 def write_json(path: str, obj: Any) -> None:
-  """Process 0 writes `obj` atomically (a reader never sees half a file)."""
+  """Process 0 writes `obj` whole (a reader never sees half a file); `path` may be a URL."""
   if jax.process_index() == 0:
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-      json.dump(obj, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    paths.write_json(path, obj)
+
+
+def pid_alive(pid: int) -> bool:
+  """Whether a process with this id runs on this machine (owned by anyone)."""
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True

@@ -1,8 +1,46 @@
-"""Process set-up that the entry points (main, demo, compare, export, bench/) do before JAX starts.
+"""Process set-up that the entry points (main, demo, compare, export, convert, inspect, bench/) do
+before TensorFlow and JAX start.
 
 Importing a library module of cvrl_jax changes nothing in the process; an entry point calls
-`configure_process()` once, first thing.
+`quiet_native_logs()` before TensorFlow or JAX is imported or initialised, and
+`configure_process()` once, first thing in its main function.
 """
+import os
+from typing import Sequence
+
+# TensorFlow's and XLA's C++ logging (both tsl): 0 all, 1 drops INFO, 2 drops INFO and WARNING.
+QUIET_NATIVE_ENV = {
+    'TF_CPP_MIN_LOG_LEVEL': '2',  # "cpu_feature_guard ... optimized to use available CPU ..."
+    'GRPC_VERBOSITY': 'ERROR',  # gRPC's start-up lines of multi-host runs
+}
+
+
+def verbosity_from_argv(argv: Sequence[str]) -> int:
+  """The value of --verbosity=N / --verbosity N / -v N in a command line (0 when absent), read
+  before any flag parser runs (TensorFlow prints its start-up lines as it loads)."""
+  for i, arg in enumerate(argv):
+    for name in ('--verbosity', '-v'):
+      value = None
+      if arg.startswith(name + '='):
+        value = arg[len(name) + 1:]
+      elif arg == name and i + 1 < len(argv):
+        value = argv[i + 1]
+      if value is not None:
+        try:
+          return int(value)
+        except ValueError:
+          return 0
+  return 0
+
+
+def quiet_native_logs(verbosity: int = 0) -> None:
+  """Silences the INFO and WARNING start-up lines of TensorFlow's, XLA's and gRPC's C++ code
+  (and absl's "All log messages before absl::InitializeLog()" that precedes them) unless
+  verbosity >= 1. Must run before TensorFlow or JAX loads; variables the user set win."""
+  if verbosity >= 1:
+    return
+  for name, value in QUIET_NATIVE_ENV.items():
+    os.environ.setdefault(name, value)
 
 
 def configure_process() -> None:

@@ -11,7 +11,6 @@ device, so BatchNorm statistics and the contrastive negatives cover the whole gl
 """
 import dataclasses
 import importlib
-import os
 import time
 from typing import Any, Callable, Mapping
 
@@ -31,8 +30,10 @@ from cvrl_jax import checkpoint as checkpoint_lib
 from cvrl_jax import config_lib
 from cvrl_jax import export
 from cvrl_jax import optim
+from cvrl_jax import paths
 from cvrl_jax import run_utils
 from cvrl_jax import sharding
+from cvrl_jax import workdir as workdir_lib
 from cvrl_jax.data import pipeline
 from cvrl_jax.data import sources
 from cvrl_jax.objectives import base as objective_base
@@ -171,18 +172,30 @@ def build_train_step(config: ml_collections.ConfigDict, mesh: Mesh,
 
 
 def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
-  """Runs (or resumes) self-supervised pretraining; returns the final metrics (results.json)."""
-  # --------------------------------------------------------------------------------------------
-  # Config checks, workdir, writers.
-  # --------------------------------------------------------------------------------------------
+  """Runs (or resumes) self-supervised pretraining; returns the final metrics (results.json).
+
+  Before anything is written: the config is checked, and on resume compared with the workdir's
+  config.json (workdir.check_resume); then the workdir is locked for the run (workdir.WorkdirLock).
+  """
   config_lib.validate(config)
   if config.init_checkpoint:
     raise ValueError('config.init_checkpoint is for evaluation jobs; pretraining starts from '
                      'scratch or resumes from WORKDIR/checkpoints.')
-  os.makedirs(workdir, exist_ok=True)
+  stored_config = None
+  if checkpoint_lib.has_checkpoints(paths.join(workdir, 'checkpoints')):
+    stored_config = workdir_lib.check_resume(workdir, config)
+  lock = workdir_lib.WorkdirLock(workdir).acquire()
+  try:
+    return _pretrain_locked(config, workdir, stored_config)
+  finally:
+    lock.release()
+
+
+def _pretrain_locked(config: ml_collections.ConfigDict, workdir: str,
+                     stored_config: dict | None) -> dict[str, float]:
+  """pretrain() once the config is checked and the workdir is this run's."""
+  paths.makedirs(workdir)
   is_chief = jax.process_index() == 0
-  writer = (metric_writers.AsyncMultiWriter([metric_writers.SummaryWriter(workdir)])
-            if is_chief else metric_writers.MultiWriter([]))
 
   # --------------------------------------------------------------------------------------------
   # Mesh and objective.
@@ -196,25 +209,8 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float
                config.batch_size, spec.num_clips, host_batch_size)
 
   # --------------------------------------------------------------------------------------------
-  # Checkpoints: find where to resume before building the input (it starts at the data position).
+  # The run's length, from the data.
   # --------------------------------------------------------------------------------------------
-  ckpt = checkpoint_lib.Checkpointer(
-      os.path.join(workdir, 'checkpoints'), every_steps=config.checkpoint.every_steps,
-      keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
-  resume_step = ckpt.latest_step()
-
-  # --------------------------------------------------------------------------------------------
-  # Input: this host's share of each global batch (uint8 videos, key words, stream position).
-  # --------------------------------------------------------------------------------------------
-  start_position = (0, 0)
-  if resume_step is not None:
-    record = ckpt.restore_data(resume_step)
-    start_position = checkpoint_lib.position_for_process(
-        record, jax.process_index(), jax.process_count(), config.data.host_split)
-  train_iter = pipeline.make_pretrain_iterator(
-      config.data, num_clips=spec.num_clips, sampler=spec.sampler,
-      crop_area_range=spec.crop_area_range, crop_aspect_range=spec.crop_aspect_range,
-      global_batch_size=config.batch_size, seed=config.seed, start_position=start_position)
   num_examples = sources.num_examples(config.data, 'train')
   num_steps = optim.total_steps(config, num_examples)
   steps_per_epoch = optim.steps_per_epoch(config, num_examples)
@@ -223,20 +219,49 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float
                      f'{config.batch_size} is less than one step; lower config.batch_size.')
   with config.unlocked():
     config.data.num_train_examples = num_examples
-  run_utils.write_json(os.path.join(workdir, 'config.json'), config.to_dict())
+  workdir_lib.check_derived(stored_config, config, workdir)
 
   # --------------------------------------------------------------------------------------------
-  # Model, optimiser and train state, created already sharded over the mesh.
+  # Model, optimiser and train state: restored from the newest checkpoint that is complete and
+  # finite (checkpoint.Checkpointer.restore_latest), else created, already sharded over the mesh.
   # --------------------------------------------------------------------------------------------
   parts = build_train_step(config, mesh, objective, num_steps, steps_per_epoch)
-  if resume_step is None:
+  ckpt = checkpoint_lib.Checkpointer(
+      paths.join(workdir, 'checkpoints'), every_steps=config.checkpoint.every_steps,
+      keep=config.checkpoint.keep, async_save=config.checkpoint.async_save,
+      keep_every_steps=config.checkpoint.keep_every_steps)
+  restored = ckpt.restore_latest(parts.sharded_abstract_state())
+  start_position = (0, 0)
+  if restored is None:
+    resume_step = None
     state = parts.create_state()
     first_step = 0
   else:
-    state = ckpt.restore_state(resume_step, parts.sharded_abstract_state())
+    resume_step, state, record = restored
+    start_position = checkpoint_lib.position_for_process(
+        record, jax.process_index(), jax.process_count(), config.data.host_split)
     first_step = int(jax.device_get(state.step))
     logging.info('Resumed from %s at step %d, data position (epoch, record) = %s.',
                  ckpt.step_path(resume_step), first_step, start_position)
+  finished = workdir_lib.finished_results(workdir) if first_step >= num_steps else None
+  if finished is not None and finished.get('step') == first_step:
+    logging.info('Nothing to do: the run finished at step %d of %d; its results in %s are kept.',
+                 first_step, num_steps, paths.join(workdir, 'results.json'))
+    ckpt.close()
+    if not export.is_export(paths.join(workdir, 'backbone')):
+      _export_encoder(state, config, workdir, first_step)
+    return finished
+  run_utils.write_json(paths.join(workdir, 'config.json'), config.to_dict())
+  writer = (metric_writers.AsyncMultiWriter([metric_writers.SummaryWriter(workdir)])
+            if is_chief else metric_writers.MultiWriter([]))
+
+  # --------------------------------------------------------------------------------------------
+  # Input: this host's share of each global batch (uint8 videos, key words, stream position).
+  # --------------------------------------------------------------------------------------------
+  train_iter = pipeline.make_pretrain_iterator(
+      config.data, num_clips=spec.num_clips, sampler=spec.sampler,
+      crop_area_range=spec.crop_area_range, crop_aspect_range=spec.crop_aspect_range,
+      global_batch_size=config.batch_size, seed=config.seed, start_position=start_position)
   if first_step == 0:
     parameter_overview.log_parameter_overview(
         state.params, include_stats=jax.process_count() == 1, msg='Trainable parameters:')
@@ -283,8 +308,14 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float
                                                      ('the parameter norm', 'param_norm'))
              if not np.isfinite(m[key])]
       if bad:
-        where = (f'the last good checkpoint is {ckpt.step_path(last_saved)}' if last_saved
-                 is not None else 'there is no checkpoint yet')
+        if last_saved is None:
+          where = 'there is no checkpoint yet'
+        elif last_saved == resume_step:
+          where = (f'the latest checkpoint, {ckpt.step_path(last_saved)}, was checked complete '
+                   'and finite when this run resumed from it')
+        else:
+          where = (f'the latest checkpoint is {ckpt.step_path(last_saved)}, saved when the loss '
+                   'and parameters were finite')
         raise NonFiniteLossError(f'Training diverged at step {s} ({" and ".join(bad)}); '
                                  f'stopped without saving: {where}.')
     means = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[-1]} if fetched else {}
@@ -302,6 +333,7 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float
           state, metrics = train_step(state, global_batch)
       pending.append((step, metrics))
       window_steps += 1
+      ckpt.poll()  # a failed asynchronous checkpoint write stops the run now, named
       if profiler is not None:
         profiler(step)
 
@@ -332,13 +364,13 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float
         last_saved = step
       if preempted and not is_last:
         ckpt.wait()
-        logging.warning('Stopped by SIGTERM after step %d; saved %s. Run the same command to '
-                        'resume.', step, ckpt.step_path(step))
+        logging.warning('Stopped by %s after step %d; saved %s. Run the same command to '
+                        'resume.', preemption.signal_name, step, ckpt.step_path(step))
         stopped_early = True
         break
+    ckpt.wait()  # a failed last write is reported here, as that checkpoint's
   finally:
     preemption.close()
-    ckpt.wait()
     ckpt.close()
     writer.flush()
 
@@ -347,13 +379,19 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float
   # --------------------------------------------------------------------------------------------
   final_step = int(jax.device_get(state.step))
   results = dict(summary, step=final_step, num_train_steps=num_steps, finished=not stopped_early)
-  run_utils.write_json(os.path.join(workdir, 'results.json'), results)
+  results.update(train_iter.checks.summary())  # undecodable records skipped (data/records.py)
+  run_utils.write_json(paths.join(workdir, 'results.json'), results)
   if not stopped_early:
     logging.info('Finished %d steps; results in %s.', final_step,
-                 os.path.join(workdir, 'results.json'))
-    # The encoder alone, loadable without the training state (cvrl_jax.export).
-    export.export_backbone(
-        os.path.join(workdir, 'backbone'),
-        {'params': state.params['backbone'], 'batch_stats': state.batch_stats.get('backbone', {})},
-        config.model, source={'workdir': workdir, 'step': final_step})
+                 paths.join(workdir, 'results.json'))
+    _export_encoder(state, config, workdir, final_step)
   return results
+
+
+def _export_encoder(state: TrainState, config: ml_collections.ConfigDict, workdir: str,
+                    step: int) -> None:
+  """The encoder alone, loadable without the training state (cvrl_jax.export)."""
+  export.export_backbone(
+      paths.join(workdir, 'backbone'),
+      {'params': state.params['backbone'], 'batch_stats': state.batch_stats.get('backbone', {})},
+      config.model, source={'workdir': workdir, 'step': step})

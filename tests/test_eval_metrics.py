@@ -50,6 +50,22 @@ def test_topk_breaks_ties_against_the_label():
   np.testing.assert_array_equal(correct[2], [True, True])
 
 
+def test_topk_never_counts_a_label_outside_the_classes():
+  """Issue 18.1: labels 7 and -1 (no label) on 3 classes were top-1 hits (NaN gather, wrap)."""
+  scores = jnp.array([[0.2, 0.5, 0.3], [0.1, 0.1, 0.8], [0.3, 0.3, 0.4], [0.6, 0.3, 0.1]])
+  correct = views.topk_correct(scores, jnp.array([7, -1, 3, 0]), (1, 3, 5))
+  for k in (1, 3, 5):
+    np.testing.assert_array_equal(correct[k], [False, False, False, True])
+  np.testing.assert_array_equal(views.label_rank(scores, jnp.array([7, -1, 2, 1])),
+                                [views.INVALID_RANK] * 2 + [0, 1])
+
+
+def test_retrieval_never_matches_missing_labels():
+  hits = knn.retrieval_hits(jnp.array([[-1, -1], [2, -1]]), jnp.array([-1, 2]), (1, 2))
+  assert {k: np.asarray(v).tolist() for k, v in hits.items()} == {1: [False, True],
+                                                                  2: [False, True]}
+
+
 def test_knn_vote_matches_numpy():
   rng = np.random.default_rng(0)
   query, bank = rng.normal(size=(9, 8)), rng.normal(size=(50, 8))

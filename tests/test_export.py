@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -132,10 +133,125 @@ def test_weights_that_do_not_fit_their_config(pretraining_workdir, tmp_path):
 
 
 def test_missing_checkpoints(tmp_path):
-  with pytest.raises(FileNotFoundError, match='neither an exported backbone'):
+  with pytest.raises(FileNotFoundError, match='nothing_here does not exist'):
     export.load_backbone(str(tmp_path / 'nothing_here'))
+  (tmp_path / 'not_a_run').mkdir()
+  with pytest.raises(FileNotFoundError, match='neither an exported backbone'):
+    export.load_backbone(str(tmp_path / 'not_a_run'))
   empty_run = tmp_path / 'run'
   (empty_run / 'checkpoints').mkdir(parents=True)
   (empty_run / 'config.json').write_text(json.dumps(tiny_config().to_dict()))
   with pytest.raises(FileNotFoundError, match='has no finished checkpoint yet'):
     export.load_backbone(str(empty_run))
+
+
+# ------------------------------------------------------------------------------------------------
+# Faults (issue 18 items 4, 6, 7, 10): one sentence, nothing of the user's touched.
+# ------------------------------------------------------------------------------------------------
+def _encoder(pretraining_workdir):
+  _, variables, model_cfg = export.load_backbone(pretraining_workdir[0])
+  return variables, model_cfg
+
+
+def test_export_never_touches_a_variables_folder_it_did_not_write(pretraining_workdir, tmp_path):
+  variables, model_cfg = _encoder(pretraining_workdir)
+  out = tmp_path / 'mine'
+  (out / 'variables').mkdir(parents=True)
+  (out / 'variables' / 'notes.txt').write_text('my own files')
+  with pytest.raises(export.ExportError) as error:
+    export.export_backbone(str(out), variables, model_cfg)
+  assert str(error.value) == (f'The export output {out} already holds a variables/ folder that '
+                              'no export wrote (no backbone.json); it is left untouched: give '
+                              'another output folder.')
+  assert sorted(os.listdir(out)) == ['variables']
+  assert (out / 'variables' / 'notes.txt').read_text() == 'my own files'
+
+
+def test_export_over_an_earlier_or_a_crashed_export_replaces_it(pretraining_workdir, tmp_path,
+                                                                clips):
+  workdir, objective, params, batch_stats = pretraining_workdir
+  variables, model_cfg = _encoder(pretraining_workdir)
+  out = tmp_path / 'export'
+  export.export_backbone(str(out), variables, model_cfg)
+  (out / 'README.txt').write_text('kept')  # a file of the user's next to the export
+  (out / export.METADATA_FILE).unlink()  # as a crash during the write leaves it ...
+  (out / export.IN_PROGRESS_FILE).write_text('{}')  # ... marked in progress
+  export.export_backbone(str(out), variables, model_cfg)
+  assert sorted(os.listdir(out)) == ['README.txt', 'backbone.json', 'variables']
+  np.testing.assert_allclose(loaded_features(str(out), clips),
+                             training_time_features(objective, params, batch_stats, clips),
+                             rtol=1e-5, atol=1e-6)
+
+
+def test_export_onto_a_file_or_a_read_only_folder_is_one_sentence_at_once(pretraining_workdir,
+                                                                          tmp_path):
+  variables, model_cfg = _encoder(pretraining_workdir)
+  a_file = tmp_path / 'a_file'
+  a_file.write_text('data')
+  with pytest.raises(export.ExportError, match=r'^The export output .*a_file is an existing '
+                                               r'file; give a folder'):
+    export.export_backbone(str(a_file), variables, model_cfg)
+  assert a_file.read_text() == 'data'
+
+  read_only = tmp_path / 'read_only'
+  read_only.mkdir()
+  if os.geteuid() == 0:  # root writes through permissions: a read-only mount instead
+    if subprocess.run(['mount', '-t', 'tmpfs', '-o', 'ro,size=64k', 'tmpfs', str(read_only)],
+                      capture_output=True).returncode != 0:
+      pytest.skip('cannot mount a read-only tmpfs')
+  else:
+    read_only.chmod(0o555)
+  try:
+    start = time.time()
+    with pytest.raises(export.ExportError) as error:
+      export.export_backbone(str(read_only / 'out'), variables, model_cfg)
+    assert time.time() - start < 30
+    assert str(error.value).startswith(f'Cannot write the export to {read_only / "out"} (')
+    assert 'read-only file system' in str(error.value) or 'permission denied' in str(error.value)
+  finally:
+    if os.geteuid() == 0:
+      subprocess.run(['umount', '-l', str(read_only)], check=False)
+
+
+def test_non_finite_weights_are_never_exported(pretraining_workdir, tmp_path):
+  variables, model_cfg = _encoder(pretraining_workdir)
+  broken = jax.tree.map(lambda x: x, variables)
+  kernel = broken['params']['stem_conv']['kernel']
+  broken['params']['stem_conv']['kernel'] = kernel.at[0, 0, 0, 0, 0].set(jnp.nan)
+  with pytest.raises(ValueError, match=r"holds NaN or infinite values \(\['params'\]\['stem_conv'\]"
+                                       r"\['kernel'\]\); nothing was written"):
+    export.export_backbone(str(tmp_path / 'out'), broken, model_cfg)
+  assert not (tmp_path / 'out').exists()
+
+
+@pytest.mark.parametrize('damage', ['remove', 'empty'])
+def test_a_broken_export_is_one_sentence(pretraining_workdir, tmp_path, damage):
+  variables, model_cfg = _encoder(pretraining_workdir)
+  out = tmp_path / 'export'
+  export.export_backbone(str(out), variables, model_cfg)
+  metadata = out / export.VARIABLES_DIR / '_METADATA'
+  if damage == 'remove':
+    metadata.unlink()
+  else:
+    metadata.write_text('')
+  with pytest.raises(FileNotFoundError) as error:  # was AttributeError: 'NoneType' ... 'tree'
+    export.load_backbone(str(out))
+  assert str(error.value) == (f'{out}: the checkpoint in {out / "variables"} is incomplete or '
+                              'damaged (it has no readable array metadata); export or pretrain '
+                              'it again.')
+
+
+def test_export_command_line_errors_are_one_line_without_traceback(pretraining_workdir, tmp_path):
+  a_file = tmp_path / 'a_file'
+  a_file.write_text('data')
+  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='')
+  proc = subprocess.run([sys.executable, '-m', 'cvrl_jax.export',
+                         f'--workdir={pretraining_workdir[0]}', f'--output={a_file}'],
+                        capture_output=True, text=True, env=env, timeout=300,
+                        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  assert proc.returncode == 1
+  assert 'Traceback' not in proc.stderr + proc.stdout
+  assert proc.stderr.strip().splitlines()[-1] == (
+      f'Error: The export output {a_file} is an existing file; give a folder (a new one or an '
+      'earlier export).')
+  assert a_file.read_text() == 'data'

@@ -10,6 +10,7 @@ from typing import Sequence
 
 import tensorflow as tf
 
+from cvrl_jax.data import records
 from cvrl_jax.data import sampling
 from cvrl_jax.data import stream as stream_lib
 
@@ -67,8 +68,11 @@ def random_resized_crop_clip(encoded: tf.Tensor, seed: tf.Tensor, *, jpeg: bool,
   """One clip: a single random box for all its frames (decode-and-crop), resized to size x size.
 
   The box is drawn like tf.image.sample_distorted_bounding_box (min_object_covered 0.1,
-  100 attempts, whole frame as fallback), statelessly.
+  100 attempts, whole frame as fallback), statelessly. JPEG frames of another size than the
+  first fail (the record is then bad, cvrl_jax/data/records.py) rather than being cut elsewhere.
   """
+  if jpeg:
+    encoded = records.same_size_frames(encoded)
   begin, box_size, _ = tf.image.stateless_sample_distorted_bounding_box(
       frame_shape(encoded[0], jpeg), bounding_boxes=tf.constant([_WHOLE_IMAGE], tf.float32),
       seed=seed, min_object_covered=0.1, aspect_ratio_range=tuple(aspect_range),

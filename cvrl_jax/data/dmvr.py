@@ -8,9 +8,12 @@ optional `clip/label/string`, `clip/data_path` and `clip/start/timestamp` / `cli
 from __future__ import annotations
 
 import os
-from typing import Iterable, Sequence
+import re
+from typing import Callable, Iterable, Sequence
 
 import tensorflow as tf
+
+from cvrl_jax import paths
 
 IMAGE_KEY = 'image/encoded'
 LABEL_INDEX_KEY = 'clip/label/index'
@@ -68,15 +71,16 @@ def make_sequence_example(
 
 def temporary_path(path: str) -> str:
   """Name a shard is written under until it is complete (same folder, so the rename is atomic)."""
-  folder, name = os.path.split(path)
-  return os.path.join(folder, f'.{name}.tmp-{os.getpid()}')
+  return paths.join(paths.parent(path), f'.{os.path.basename(path)}.tmp-{os.getpid()}')
 
 
-def write_shard(path: str, records: Iterable[tf.train.SequenceExample | bytes]) -> int:
+def write_shard(path: str, records: Iterable[tf.train.SequenceExample | bytes],
+                before_rename: Callable[[str, int], None] | None = None) -> int:
   """Writes records to a TFRecord file atomically and returns how many were written.
 
   The file is written under a temporary name in the same folder and renamed to `path` only after
-  it is complete and closed, so a file under its final name is always whole.
+  it is complete and closed, so a file under its final name is always whole. `before_rename(tmp,
+  count)` runs on the complete file just before the rename (the converter records it there).
   """
   tmp = temporary_path(path)
   count = 0
@@ -85,10 +89,12 @@ def write_shard(path: str, records: Iterable[tf.train.SequenceExample | bytes]) 
       for record in records:
         writer.write(record if isinstance(record, bytes) else record.SerializeToString())
         count += 1
-    os.replace(tmp, path)
+    if before_rename is not None:
+      before_rename(tmp, count)
+    paths.replace(tmp, path)
   except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
+    if paths.exists(tmp):
+      paths.remove(tmp)
     raise
   return count
 
@@ -138,34 +144,57 @@ SUMMARY_SUFFIX = '_summary.json'
 
 
 def shard_path(folder: str, split: str, index: int, num_shards: int) -> str:
-  return os.path.join(folder, f'{split}-{index:05d}-of-{num_shards:05d}.tfrecord')
+  return paths.join(folder, f'{split}-{index:05d}-of-{num_shards:05d}.tfrecord')
 
 
 def shard_pattern(folder: str, split: str) -> str:
-  return os.path.join(folder, f'{split}-*-of-*.tfrecord')
+  return paths.join(folder, f'{split}-*-of-*.tfrecord')
 
 
 def summary_path(folder: str, split: str) -> str:
-  return os.path.join(folder, split + SUMMARY_SUFFIX)
+  return paths.join(folder, split + SUMMARY_SUFFIX)
+
+
+def meta_path(shard: str) -> str:
+  """The converter's hidden per-shard record of what it wrote there: `.{shard name}.json`."""
+  return paths.join(paths.parent(shard), f'.{os.path.basename(shard)}.json')
+
+
+_SHARD = r'.+-\d{5}-of-\d{5}\.tfrecord'
+# Temporary files of the converter's writes (name, then the writer's process id): a shard's
+# (`temporary_path`), and its metadata's, labels.txt's and a summary's (cvrl_jax.paths.write_text
+# adds `.tmp-PID` to the name; earlier versions also hid it behind a dot).
+_OWN_TEMPORARY = re.compile(
+    rf'^(?:\.{_SHARD}|\.{{1,2}}{_SHARD}\.json|\.?{re.escape(LABELS_FILE)}'
+    rf'|\.?.+{re.escape(SUMMARY_SUFFIX)})\.tmp-(?P<pid>\d+)$')
+
+
+def temporary_pid(name: str) -> int | None:
+  """The writer's process id if `name` is one of the converter's temporary files, else None."""
+  match = _OWN_TEMPORARY.match(name)
+  return int(match['pid']) if match else None
+
+
+def is_converter_file(name: str) -> bool:
+  """Whether a file name is one of the converter's own non-shard files: labels.txt, summaries,
+  per-shard metadata (`.{shard}.json`) and temporary files. Data globs never return these."""
+  return (name == LABELS_FILE or name.endswith(SUMMARY_SUFFIX) or temporary_pid(name) is not None
+          or (name.startswith('.') and name.endswith('.tfrecord.json')))
 
 
 def write_text_atomic(path: str, text: str) -> None:
-  tmp = temporary_path(path)
-  with open(tmp, 'w', encoding='utf-8') as f:
-    f.write(text)
-  os.replace(tmp, path)
+  paths.write_text(path, text)
 
 
 def write_labels(folder: str, names: Sequence[str]) -> str:
-  path = os.path.join(folder, LABELS_FILE)
+  path = paths.join(folder, LABELS_FILE)
   write_text_atomic(path, ''.join(f'{name}\n' for name in names))
   return path
 
 
 def read_labels(folder: str) -> list[str] | None:
   """Label names by index from `folder/labels.txt`, or None if there is none."""
-  path = os.path.join(folder, LABELS_FILE)
-  if not os.path.exists(path):
+  path = paths.join(folder, LABELS_FILE)
+  if not paths.exists(path):
     return None
-  with open(path, encoding='utf-8') as f:
-    return [line.rstrip('\n') for line in f]
+  return paths.read_text(path).splitlines()

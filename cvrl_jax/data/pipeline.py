@@ -20,7 +20,10 @@ Batches are dicts of NumPy arrays (docs/architecture.md, "Data contract"): 'vide
 'position' int64 [2] = (epoch, records consumed in it) after this batch (in 'files' mode the
 position is this host's own: save one per host); evaluation batches have 'mask' instead.
 
-A truncated or corrupt TFRecord file stops the iterator with a ValueError naming the file.
+A truncated or corrupt TFRecord file stops the iterator with a ValueError naming the file. A
+record that cannot be decoded is skipped and counted in pretraining (up to
+data.max_bad_fraction) and stops evaluation naming it; evaluation also rejects labels outside
+[0, data.num_classes) (cvrl_jax/data/records.py).
 """
 from __future__ import annotations
 
@@ -32,6 +35,7 @@ import tensorflow as tf
 
 from cvrl_jax import config_lib
 from cvrl_jax.data import clips
+from cvrl_jax.data import records
 from cvrl_jax.data import sampling
 from cvrl_jax.data import sources
 from cvrl_jax.data import stream as stream_lib
@@ -42,8 +46,9 @@ EVAL_MODES = ('train_clip', 'test_views', 'center_clip')
 class DataIterator:
   """NumPy batches from a tf.data pipeline, with input errors as one clear ValueError."""
 
-  def __init__(self, dataset: tf.data.Dataset, source):
+  def __init__(self, dataset: tf.data.Dataset, source, checks=None):
     self.dataset = dataset
+    self.checks = checks  # records.SkipCounter or records.EvalChecks: bad records, labels
     self._source = source
     self._iterator = None
 
@@ -54,11 +59,13 @@ class DataIterator:
     if self._iterator is None:
       self._iterator = self.dataset.as_numpy_iterator()
     try:
-      return next(self._iterator)
+      batch = next(self._iterator)
     except tf.errors.DataLossError as e:
       raise self._source.explain(e) from None
     except tf.errors.InvalidArgumentError as e:
-      raise ValueError(f'Cannot read an example of {self._source.name}: {e.message.strip()}') from e
+      raise ValueError(f'Cannot read an example of {self._source.name}: '
+                       f'{records.tf_error_text(e)}.') from None
+    return self.checks(batch) if self.checks is not None else batch
 
 
 def _check_range(name: str, values: Sequence[float], low: float,
@@ -113,8 +120,8 @@ def make_pretrain_dataset(data_cfg, *, num_clips: int, sampler: str,
   example_fn = clips.example_fn(
       source, views_fn, shape, seed=seed,
       key_fn=stream_lib.key_fn(data_cfg.host_split, process_index, process_count))
-  examples = stream.map(example_fn, num_parallel_calls=stream_lib.parallel(data_cfg),
-                        deterministic=True)
+  examples = records.skip_bad(records.guarded_map(stream, example_fn,
+                                                  stream_lib.parallel(data_cfg)))
   return stream_lib.finish(examples, data_cfg, host_batch), source
 
 
@@ -136,17 +143,22 @@ def make_pretrain_iterator(data_cfg, *, num_clips: int, sampler: str,
       data_cfg, num_clips=num_clips, sampler=sampler, crop_area_range=crop_area_range,
       crop_aspect_range=crop_aspect_range, global_batch_size=global_batch_size, seed=seed,
       start_position=start_position, process_index=process_index, process_count=process_count)
-  return DataIterator(dataset, source)
+  process_index, process_count = stream_lib.hosts(process_index, process_count)
+  return DataIterator(dataset, source, records.SkipCounter(
+      data_cfg, source, process_index=process_index, process_count=process_count))
 
 
 def make_eval_dataset(data_cfg, *, split: str, mode: str, global_batch_size: int, seed: int,
                       num_epochs: int | None = 1, process_index: int | None = None,
-                      process_count: int | None = None) -> tuple[tf.data.Dataset, Any]:
+                      process_count: int | None = None,
+                      start_position: Sequence[int] = (0, 0)) -> tuple[tf.data.Dataset, Any]:
   """The evaluation tf.data pipeline and its source (see `make_eval_iterator`)."""
   process_index, process_count = stream_lib.hosts(process_index, process_count)
   host_batch = stream_lib.host_batch(global_batch_size, process_count)
   if num_epochs is not None and num_epochs < 1:
     raise ValueError(f'num_epochs must be None (endless) or >= 1; got {num_epochs}.')
+  if num_epochs is not None and tuple(start_position) != (0, 0):
+    raise ValueError('Only an endless evaluation stream (num_epochs=None) starts at a position.')
   source = sources.make_source(data_cfg, split, process_index=process_index,
                                process_count=process_count, host_split=data_cfg.host_split)
   d = data_cfg
@@ -176,27 +188,32 @@ def make_eval_dataset(data_cfg, *, split: str, mode: str, global_batch_size: int
     raise ValueError(f'Unknown evaluation mode {mode!r}; expected one of {EVAL_MODES}.')
 
   source.check_readable()
-  stream = stream_lib.raw_stream(source, seed=seed, start_position=(0, 0), num_epochs=num_epochs,
-                                 shuffle=num_epochs != 1, shuffle_buffer=d.shuffle_buffer)
+  stream = stream_lib.raw_stream(source, seed=seed, start_position=start_position,
+                                 num_epochs=num_epochs, shuffle=num_epochs != 1,
+                                 shuffle_buffer=d.shuffle_buffer)
   stream = stream_lib.with_padding(stream) if num_epochs is not None else stream.map(
       lambda ex: dict(ex, valid=tf.constant(True)))
   if d.host_split == 'records':
     stream = stream_lib.keep_host_slice(stream, global_batch=global_batch_size,
                                         host_batch=host_batch, process_index=process_index)
-    stream = stream.map(lambda ex: {k: v for k, v in ex.items() if k != 'position'})
-  elif num_epochs is not None:  # every host yields as many batches as the host with the most data
+    if num_epochs is not None:
+      stream = stream.map(lambda ex: {k: v for k, v in ex.items() if k != 'position'})
+  elif num_epochs is None:  # endless: this host's own position, as in pretraining
+    stream = stream.map(lambda ex: dict(ex, position=tf.stack([ex['epoch'], ex['index'] + 1])))
+  else:  # every host yields as many batches as the host with the most data
     num_batches = math.ceil(max(source.host_counts(num_epochs)) / host_batch)
     stream = stream.take(num_batches * host_batch)
   example_fn = clips.example_fn(
       source, views_fn, shape, seed=seed,
       key_fn=stream_lib.key_fn(d.host_split, process_index, process_count))
-  examples = stream.map(example_fn, num_parallel_calls=stream_lib.parallel(d), deterministic=True)
+  examples = records.guarded_map(stream, example_fn, stream_lib.parallel(d))
   return stream_lib.finish(examples, d, host_batch), source
 
 
 def make_eval_iterator(data_cfg, *, split: str, mode: str, global_batch_size: int, seed: int,
                        num_epochs: int | None = 1, process_index: int | None = None,
-                       process_count: int | None = None) -> DataIterator:
+                       process_count: int | None = None,
+                       start_position: Sequence[int] = (0, 0)) -> DataIterator:
   """Evaluation batches for this host.
 
   Modes: 'train_clip' (one random clip of data_cfg.eval_num_frames at eval_frame_stride, random
@@ -208,10 +225,13 @@ def make_eval_iterator(data_cfg, *, split: str, mode: str, global_batch_size: in
   Yields {'video': uint8 [B_host, V, T, H, W, 3], 'label', 'key', 'mask': bool [B_host]}. With
   num_epochs=1 the examples are read in file order and every example appears exactly once over
   all hosts; the last batches are padded (zeros, label 0, key 0xFFFFFFFF twice, mask False), and
-  every host yields the same number of batches. num_epochs=None repeats endlessly, reshuffled.
+  every host yields the same number of batches. num_epochs=None repeats endlessly, reshuffled,
+  and its batches also carry 'position' (as in pretraining): passing one as `start_position`
+  continues with the next batch exactly (evaluation jobs resume their training this way).
   """
   dataset, source = make_eval_dataset(
       data_cfg, split=split, mode=mode, global_batch_size=global_batch_size, seed=seed,
-      num_epochs=num_epochs, process_index=process_index, process_count=process_count)
-  return DataIterator(dataset, source)
+      num_epochs=num_epochs, process_index=process_index, process_count=process_count,
+      start_position=start_position)
+  return DataIterator(dataset, source, records.EvalChecks(data_cfg, source))
 

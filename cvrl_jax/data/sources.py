@@ -1,8 +1,9 @@
 """Where raw examples come from: DMVR TFRecord files (local or gs://) or a TFDS video dataset.
 
 A source yields, per epoch, a stream of raw elements ({'record': serialized example} for TFRecords)
-that `parse()` turns into {'frames': encoded frames [L], 'label'}; it counts its examples per host
-and explains read errors naming the file. A truncated or corrupt TFRecord file is reported as a
+that `parse()` turns into {'frames': encoded frames [L], 'label'}, each with its 'file' and
+'file_record' (index in the file) for naming bad records (cvrl_jax/data/records.py); it counts its
+examples per host and explains read errors naming the file. A truncated or corrupt TFRecord file is reported as a
 ValueError naming the file.
 """
 from __future__ import annotations
@@ -14,25 +15,45 @@ from typing import Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
+from cvrl_jax import paths
 from cvrl_jax.data import dmvr
+from cvrl_jax.data import records as records_lib
 from cvrl_jax.data import stream as stream_lib
 
 AUTOTUNE = tf.data.AUTOTUNE
 MAX_CYCLE_LENGTH = 16  # TFRecord files read in parallel
 
 
+def _hidden_match(pattern: str, path: str) -> bool:
+  """Whether a part of `path` starts with '.' where the pattern's part does not (the shell's
+  rule: `*` and `?` never match a leading dot; TensorFlow's glob would match it)."""
+  return any(m.startswith('.') and not p.startswith('.')
+             for p, m in zip(reversed(pattern.split('/')), reversed(path.split('/'))))
+
+
+def glob_files(pattern: str) -> list[str]:
+  """tf.io.gfile.glob (local or gs://) under the shell's rule for leading dots, without the
+  converter's own non-shard files (labels.txt, summaries, hidden metadata and temporary files)."""
+  pattern = pattern if paths.is_url(pattern) else os.path.expanduser(pattern)
+  return [path for path in paths.glob(pattern) if not _hidden_match(pattern, path)
+          and not dmvr.is_converter_file(os.path.basename(path))]
+
+
 def resolve_files(patterns: str) -> list[str]:
   """Sorted files matching comma-separated glob patterns; each pattern must match something.
 
-  Patterns go through tf.io.gfile, so cloud paths (gs://...) work as well as local ones.
+  Patterns go through tf.io.gfile, so cloud paths (gs://...) work as well as local ones; as in
+  the shell, `*` never matches a leading dot, and the converter's own files never match
+  (`glob_files`).
   """
   files = set()
   for pattern in (p.strip() for p in patterns.split(',')):
     if not pattern:
       continue
-    matched = tf.io.gfile.glob(os.path.expanduser(pattern))
+    matched = glob_files(pattern)
     if not matched:
-      raise FileNotFoundError(f'No files match the data pattern {pattern!r}.')
+      raise (paths.missing_folder_error(pattern)
+             or FileNotFoundError(f'No files match the data pattern {pattern!r}.'))
     files.update(matched)
   if not files:
     raise ValueError(f'The data pattern {patterns!r} names no files.')
@@ -53,7 +74,8 @@ def _summary_counts(folder: str) -> dict[str, tuple[int, int]]:
 
 
 def corrupt_file_error(path: str, error: tf.errors.OpError) -> ValueError:
-  return ValueError(f'TFRecord file {path} is truncated or corrupt ({error.message.strip()}).')
+  return ValueError(f'TFRecord file {path} is truncated or corrupt '
+                    f'({records_lib.tf_error_text(error)}).')
 
 
 def _read_count(path: str) -> int:
@@ -118,11 +140,12 @@ class TFRecordSource:
       files = tf.random.experimental.stateless_shuffle(
           files, stream_lib.seed_pair(seed, stream_lib.FILE_ORDER, epoch))
     records = tf.data.Dataset.from_tensor_slices(files).interleave(
-        tf.data.TFRecordDataset, cycle_length=min(len(self.files), MAX_CYCLE_LENGTH),
+        lambda path: records_lib.identify(tf.data.TFRecordDataset(path), path),
+        cycle_length=min(len(self.files), MAX_CYCLE_LENGTH),
         block_length=1, num_parallel_calls=AUTOTUNE, deterministic=True)
     if shuffle:
       records = records.shuffle(shuffle_buffer, seed=stream_lib.record_order_seed(seed, epoch))
-    return records.map(lambda r: {'record': r})
+    return records
 
   @staticmethod
   def parse(element: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
@@ -177,8 +200,9 @@ class TFDSSource:
   def epoch(self, epoch: tf.Tensor, seed: int, shuffle: bool,
             shuffle_buffer: int) -> tf.data.Dataset:
     # The encoded frames travel as one string so that every source's element is scalar.
-    data = self._data.map(lambda ex: {
-        'record': tf.io.serialize_tensor(ex['video']), 'label': tf.cast(ex['label'], tf.int32)})
+    data = self._data.enumerate().map(lambda index, ex: {
+        'record': tf.io.serialize_tensor(ex['video']), 'label': tf.cast(ex['label'], tf.int32),
+        'file': self.name, 'file_record': index})
     if shuffle:
       data = data.shuffle(shuffle_buffer, seed=stream_lib.record_order_seed(seed, epoch))
     return data
@@ -195,7 +219,8 @@ class TFDSSource:
       raise ValueError(f'{self.name} has no examples for this host.')
 
   def explain(self, error: tf.errors.DataLossError) -> ValueError:
-    return ValueError(f'A file of {self.name} is truncated or corrupt ({error.message.strip()}).')
+    return ValueError(f'A file of {self.name} is truncated or corrupt '
+                      f'({records_lib.tf_error_text(error)}).')
 
 
 def make_source(data_cfg, split: str, *, process_index: int, process_count: int,

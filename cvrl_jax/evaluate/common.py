@@ -1,5 +1,4 @@
 """What the evaluation jobs share: start-up checks, the encoder, results.json, training, testing."""
-import os
 import time
 from typing import Any, Callable, Dict, Iterator, Mapping, Tuple
 
@@ -12,9 +11,11 @@ import numpy as np
 import optax
 from jax.sharding import Mesh
 
+from cvrl_jax import checkpoint as checkpoint_lib
 from cvrl_jax import config_lib
 from cvrl_jax import export
 from cvrl_jax import optim
+from cvrl_jax import paths
 from cvrl_jax import sharding
 from cvrl_jax import run_utils
 from cvrl_jax.data import pipeline
@@ -24,10 +25,11 @@ from cvrl_jax.evaluate import views
 PyTree = Any
 RESULTS_FILE = 'results.json'
 CONFIG_FILE = 'config.json'
+CHECKPOINT_DIR = 'checkpoints'  # the training loop's checkpoints (train_loop)
 
 
 def write_results(workdir: str, results: Mapping[str, float]) -> None:
-  run_utils.write_json(os.path.join(workdir, RESULTS_FILE),
+  run_utils.write_json(paths.join(workdir, RESULTS_FILE),
                      {k: float(v) for k, v in results.items()})
 
 
@@ -40,11 +42,11 @@ def start_job(config: ml_collections.ConfigDict, workdir: str) -> Mesh:
                        ('knn_mode', ('test_views', 'center_clip'))):
     if config.eval[key] not in choices:
       raise ValueError(f'config.eval.{key} must be one of {choices}, got {config.eval[key]!r}.')
-  if config.init_checkpoint and os.path.abspath(config.init_checkpoint) == os.path.abspath(workdir):
+  if config.init_checkpoint and paths.absolute(config.init_checkpoint) == paths.absolute(workdir):
     raise ValueError(f'The workdir {workdir} is the init_checkpoint itself; give the evaluation '
                      'its own workdir so the pretraining run\'s config.json and results.json stay.')
-  os.makedirs(workdir, exist_ok=True)
-  run_utils.write_json(os.path.join(workdir, CONFIG_FILE), config.to_dict())
+  paths.makedirs(workdir)
+  run_utils.write_json(paths.join(workdir, CONFIG_FILE), config.to_dict())
   mesh = sharding.make_mesh(config.mesh)
   logging.info('%s on a mesh %s of %d devices (%d processes).', config.job, dict(mesh.shape),
                mesh.size, jax.process_count())
@@ -114,37 +116,90 @@ def schedule_and_optimizer(config: ml_collections.ConfigDict, num_train_examples
   return schedule, optim.make_optimizer(config.optim, schedule, params), num_steps
 
 
-def training_clip_batches(config: ml_collections.ConfigDict, mesh: Mesh) -> Iterator[Dict]:
+Batches = Iterator[Tuple[Any, Tuple[int, int]]]  # (global batch, stream position after it)
+
+
+def training_clip_batches(config: ml_collections.ConfigDict, mesh: Mesh,
+                          start_position: Tuple[int, int] = (0, 0)) -> Batches:
   """Endless global batches of one random training clip per video (the probe's and fine-tuning's
-  input: random start, random resized crop; flips and the rest happen on device)."""
+  input: random start, random resized crop; flips and the rest happen on device), each with this
+  host's stream position after it; `start_position` continues a stream exactly."""
   host_batches = pipeline.make_eval_iterator(
       config.data, split='train', mode='train_clip', global_batch_size=config.batch_size,
-      seed=config.seed, num_epochs=None)
-  return (sharding.host_to_global({k: b[k] for k in features.PER_EXAMPLE_KEYS if k in b}, mesh)
-          for b in host_batches)
+      seed=config.seed, num_epochs=None, start_position=start_position)
+  return ((sharding.host_to_global({k: b[k] for k in features.PER_EXAMPLE_KEYS if k in b}, mesh),
+           tuple(int(v) for v in b['position'])) for b in host_batches)
 
 
-def train_loop(train_step: Callable[[Any, Any], Tuple[Any, Mapping[str, jax.Array]]], state: Any,
-               batches: Iterator[Any], num_steps: int, *, writer: metric_writers.MetricWriter,
-               log_every_steps: int, examples_per_step: int, name: str
-               ) -> Tuple[Any, Dict[str, float]]:
-  """Runs `state, metrics = train_step(state, batch)` num_steps times with progress lines and
-  TensorBoard scalars; stops with run_utils.NonFiniteLossError on a non-finite loss."""
-  last_time, last_step = time.time(), 0
+def abstract_like(tree: PyTree) -> PyTree:
+  """ShapeDtypeStructs with the shardings of an existing tree of arrays (a restore target)."""
+  return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), tree)
+
+
+def train_loop(train_step: Callable[[Any, Any], Tuple[Any, Mapping[str, jax.Array]]],
+               state: run_utils.TrainState, batches: Callable[[Tuple[int, int]], Batches],
+               num_steps: int, *, config: ml_collections.ConfigDict, workdir: str,
+               writer: metric_writers.MetricWriter, examples_per_step: int, name: str
+               ) -> Tuple[run_utils.TrainState, Dict[str, float], bool]:
+  """Runs `state, metrics = train_step(state, batch)` up to num_steps, resumable like pretraining.
+
+  Checkpoints (state, the input position and the last metrics) go to WORKDIR/checkpoints every
+  config.checkpoint.every_steps, at the last step and when the job is asked to stop (SIGTERM);
+  a run that finds one there continues from it, reading the batches the uninterrupted run would
+  have read, so its final state and metrics are the same. `batches(position)` yields (batch,
+  position after it) from a stream position. Progress lines and TensorBoard scalars every
+  config.log_every_steps; a non-finite loss stops with run_utils.NonFiniteLossError.
+  Returns (state, the last step's metrics, finished): finished is False after a SIGTERM stop.
+  """
+  ckpt = checkpoint_lib.Checkpointer(
+      paths.join(workdir, CHECKPOINT_DIR), every_steps=config.checkpoint.every_steps,
+      keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
+  position: Tuple[int, int] = (0, 0)
   metrics: Dict[str, float] = {}
-  for step in range(1, num_steps + 1):
-    state, step_metrics = train_step(state, next(batches))
-    if step % log_every_steps == 0 or step == num_steps:
-      metrics = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
-      if not np.isfinite(metrics['loss']):
-        raise run_utils.NonFiniteLossError(
-            f'{name}: the loss became {metrics["loss"]} at step {step}; lower '
-            'config.optim.base_lr.')
-      now = time.time()
-      steps_per_sec = (step - last_step) / max(now - last_time, 1e-9)
-      last_time, last_step = now, step
-      writer.write_scalars(step, metrics)
-      logging.info('%s: %s', name, run_utils.progress_line(step, num_steps, metrics, steps_per_sec,
-                                                         examples_per_step))
-  writer.flush()
-  return state, metrics
+  resume_step = ckpt.latest_step()
+  if resume_step is not None:
+    record = ckpt.restore_data(resume_step)
+    position = checkpoint_lib.position_for_process(
+        record, jax.process_index(), jax.process_count(), config.data.host_split)
+    state = ckpt.restore_state(resume_step, abstract_like(state))
+    metrics = {k: float(v) for k, v in record.get('metrics', {}).items()}
+    logging.info('%s: resumed from %s at step %d.', name, ckpt.step_path(resume_step),
+                 int(jax.device_get(state.step)))
+  first_step = int(jax.device_get(state.step))
+  preemption = run_utils.PreemptionWatcher()
+  finished = True
+  last_time, last_step = time.time(), first_step
+  try:
+    iterator = batches(position) if first_step < num_steps else iter(())
+    for step in range(first_step + 1, num_steps + 1):
+      batch, position = next(iterator)
+      state, step_metrics = train_step(state, batch)
+      preempted = preemption.reached(step)
+      is_last = step == num_steps
+      save_now = ckpt.is_periodic(step) or is_last or preempted
+      if step % config.log_every_steps == 0 or save_now:
+        metrics = {k: float(v) for k, v in jax.device_get(step_metrics).items()}
+        if not np.isfinite(metrics['loss']):
+          raise run_utils.NonFiniteLossError(
+              f'{name}: the loss became {metrics["loss"]} at step {step}; lower '
+              'config.optim.base_lr.')
+        now = time.time()
+        steps_per_sec = (step - last_step) / max(now - last_time, 1e-9)
+        last_time, last_step = now, step
+        writer.write_scalars(step, metrics)
+        logging.info('%s: %s', name, run_utils.progress_line(step, num_steps, metrics,
+                                                             steps_per_sec, examples_per_step))
+      if save_now:
+        ckpt.save(step, state, position, config.data.host_split, extra={'metrics': metrics})
+      if preempted and not is_last:
+        ckpt.wait()
+        logging.warning('%s: stopped by SIGTERM after step %d; saved %s. Run the same command to '
+                        'resume.', name, step, ckpt.step_path(step))
+        finished = False
+        break
+  finally:
+    preemption.close()
+    ckpt.wait()
+    ckpt.close()
+    writer.flush()
+  return state, metrics, finished

@@ -112,12 +112,14 @@ def finetune(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float
 
   jitted = jax.jit(step_fn, donate_argnums=0,
                    out_shardings=(shardings, sharding.replicated(mesh)))
-  batches = common.training_clip_batches(config, mesh)
   logging.info('Fine-tuning: %d steps of %d clips on %d training videos.', num_steps,
                config.batch_size, num_train)
-  state, train_metrics = common.train_loop(
-      jitted, state, batches, num_steps, writer=common.metric_writer(workdir),
-      log_every_steps=config.log_every_steps, examples_per_step=config.batch_size, name='finetune')
+  state, train_metrics, finished = common.train_loop(
+      jitted, state, lambda position: common.training_clip_batches(config, mesh, position),
+      num_steps, config=config, workdir=workdir, writer=common.metric_writer(workdir),
+      examples_per_step=config.batch_size, name='finetune')
+  if not finished:  # stopped by SIGTERM: the same command resumes; results.json comes at the end
+    return {'finished': False}
 
   def logits_fn(variables, video):
     b, v = video.shape[:2]

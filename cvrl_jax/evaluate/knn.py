@@ -62,8 +62,12 @@ def knn_vote(neighbour_sims: jax.Array, neighbour_labels: jax.Array, num_classes
 
 def retrieval_hits(neighbour_labels: jax.Array, query_labels: jax.Array, ks: Sequence[int]
                    ) -> Dict[int, jax.Array]:
-  """{k: bool [Q]}: whether any of the k nearest neighbours (ordered) has the query's class."""
-  match = neighbour_labels == query_labels[:, None].astype(jnp.int32)
+  """{k: bool [Q]}: whether any of the k nearest neighbours (ordered) has the query's class.
+
+  A negative label (a record without one) never matches, not even another negative label.
+  """
+  query_labels = query_labels[:, None].astype(jnp.int32)
+  match = (neighbour_labels == query_labels) & (query_labels >= 0)
   hit_within = jnp.cumsum(match, axis=1) > 0  # [Q, n]: a hit among the first j + 1 neighbours
   n = neighbour_labels.shape[1]
   return {k: hit_within[:, min(k, n) - 1] for k in ks}

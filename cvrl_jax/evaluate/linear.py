@@ -23,6 +23,7 @@ sqrt(C) instead of 1 and a given LR takes C times larger steps in the logits: ch
 that (the demo keeps the recipe's, with C = 128).
 """
 import dataclasses
+import itertools
 from typing import Any, Callable, Dict, Iterator, Tuple
 
 from absl import logging
@@ -125,8 +126,9 @@ def init_probe_state(probe: nn.Module, num_features: int, config: ml_collections
                    out_shardings=sharding.replicated(mesh))(rng)
   schedule, tx, num_steps = common.schedule_and_optimizer(config, num_train_examples, params)
   opt_state = jax.jit(tx.init, out_shardings=sharding.replicated(mesh))(params)
-  state = run_utils.TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats={},
-                               aux={}, opt_state=opt_state)
+  step = jax.device_put(jnp.zeros((), jnp.int32), sharding.replicated(mesh))  # as it is restored
+  state = run_utils.TrainState(step=step, params=params, batch_stats={}, aux={},
+                               opt_state=opt_state)
   return state, tx, schedule, num_steps
 
 
@@ -144,7 +146,7 @@ def probe_logits_fn(backbone: nn.Module, probe: nn.Module
 # ------------------------------------------------------------------------------------------------
 def train_on_clips(backbone: nn.Module, encoder: PyTree, probe: nn.Module,
                    config: ml_collections.ConfigDict, mesh: Mesh, workdir: str
-                   ) -> Tuple[PyTree, Dict[str, float]]:
+                   ) -> Tuple[PyTree, Dict[str, float], bool]:
   # The standardiser's statistics are label-free: every training video. The clips the classifier
   # trains on come from config.eval.label_fraction's labelled subset.
   to_probe_params = probe_param_map(
@@ -163,27 +165,30 @@ def train_on_clips(backbone: nn.Module, encoder: PyTree, probe: nn.Module,
                        to_probe_params)
 
   jitted = jax.jit(step_fn, donate_argnums=0)
-  batches = common.training_clip_batches(config, mesh)
   logging.info('Linear probe: %d steps of %d clips on %d training videos.', num_steps,
                config.batch_size, num_train)
-  state, metrics = common.train_loop(
-      lambda s, b: jitted(s, encoder, b), state, batches, num_steps,
-      writer=common.metric_writer(workdir), log_every_steps=config.log_every_steps,
+  state, metrics, finished = common.train_loop(
+      lambda s, b: jitted(s, encoder, b), state,
+      lambda position: common.training_clip_batches(config, mesh, position), num_steps,
+      config=config, workdir=workdir, writer=common.metric_writer(workdir),
       examples_per_step=config.batch_size, name='linear_eval')
-  return to_probe_params(state.params), metrics
+  return to_probe_params(state.params), metrics, finished
 
 
 # ------------------------------------------------------------------------------------------------
 # The faster variant: cached centre-clip features.
 # ------------------------------------------------------------------------------------------------
-def epoch_permutations(num_examples: int, batch_size: int, seed: int) -> Iterator[np.ndarray]:
-  """Batches of indices: a fresh permutation of the examples every epoch, batches across epochs."""
+def epoch_permutations(num_examples: int, batch_size: int, seed: int, start: int = 0
+                       ) -> Iterator[np.ndarray]:
+  """Batches of indices: a fresh permutation of the examples every epoch, batches across epochs;
+  the first `start` batches are skipped (a resumed run continues with batch `start`)."""
   rng = np.random.default_rng(seed)
   pending = np.zeros((0,), np.int32)
-  while True:
+  for index in itertools.count():
     while len(pending) < batch_size:
       pending = np.concatenate([pending, rng.permutation(num_examples).astype(np.int32)])
-    yield pending[:batch_size]
+    if index >= start:
+      yield pending[:batch_size]
     pending = pending[batch_size:]
 
 
@@ -197,7 +202,7 @@ def centre_clip_train_features(backbone: nn.Module, encoder: PyTree,
 
 def train_on_cached_features(backbone: nn.Module, encoder: PyTree, probe: nn.Module,
                              config: ml_collections.ConfigDict, mesh: Mesh, workdir: str
-                             ) -> Tuple[PyTree, Dict[str, float]]:
+                             ) -> Tuple[PyTree, Dict[str, float], bool]:
   train = centre_clip_train_features(backbone, encoder, config, mesh)
   to_probe_params = probe_param_map(config, lambda: train['features'])  # all videos: label-free
   fraction = float(config.eval.label_fraction)
@@ -217,16 +222,19 @@ def train_on_cached_features(backbone: nn.Module, encoder: PyTree, probe: nn.Mod
 
   jitted = jax.jit(step_fn, donate_argnums=0)
   batch_sharding = sharding.batch_sharding(mesh)
-  batches = (jax.device_put(i, batch_sharding)
-             for i in epoch_permutations(num_train, config.batch_size, config.seed))
+
+  def batches(position):  # position (0, n): n batches of indices already used
+    for n, indices in enumerate(epoch_permutations(num_train, config.batch_size, config.seed,
+                                                   start=position[1]), start=position[1] + 1):
+      yield jax.device_put(indices, batch_sharding), (0, n)
+
   logging.info('Linear probe on cached features: %d steps of %d on %d training videos.',
                num_steps, config.batch_size, num_train)
-  state, metrics = common.train_loop(
-      lambda s, i: jitted(s, bank, bank_labels, i), state, batches, num_steps,
-      writer=common.metric_writer(workdir),
-      log_every_steps=config.log_every_steps, examples_per_step=config.batch_size,
+  state, metrics, finished = common.train_loop(
+      lambda s, i: jitted(s, bank, bank_labels, i), state, batches, num_steps, config=config,
+      workdir=workdir, writer=common.metric_writer(workdir), examples_per_step=config.batch_size,
       name='linear_eval (cached features)')
-  return to_probe_params(state.params), metrics
+  return to_probe_params(state.params), metrics, finished
 
 
 # ------------------------------------------------------------------------------------------------
@@ -241,7 +249,9 @@ def linear_eval(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, fl
     prefix, train = 'linear_cached_features', train_on_cached_features
   else:
     prefix, train = 'linear', train_on_clips
-  probe_params, train_metrics = train(backbone, encoder, probe, config, mesh, workdir)
+  probe_params, train_metrics, finished = train(backbone, encoder, probe, config, mesh, workdir)
+  if not finished:  # stopped by SIGTERM: the same command resumes; results.json comes at the end
+    return {'finished': False}
   evaluator = common.ClassifierEvaluator(probe_logits_fn(backbone, probe), config, mesh,
                                          prefix=prefix)
   results = dict(evaluator.run({'encoder': encoder, 'probe': probe_params}))

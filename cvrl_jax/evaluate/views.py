@@ -7,6 +7,9 @@ from typing import Dict, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+
+INVALID_RANK = np.iinfo(np.int32).max
 
 
 def average_view_probabilities(logits: jax.Array) -> jax.Array:
@@ -21,10 +24,16 @@ def label_rank(scores: jax.Array, labels: jax.Array) -> jax.Array:
 
   A prediction is top-k correct when its rank is < k. Ties are broken against the label (every
   other class with an equal score ranks above it), so a degenerate scorer, e.g. features that are
-  all identical, cannot gain accuracy from tie-breaking.
+  all identical, cannot gain accuracy from tie-breaking. A label outside [0, C) (the pipelines
+  reject those with a sentence naming the record, cvrl_jax/data/records.py) gets the rank
+  INVALID_RANK (int32 max): it is never counted as correct, whatever k and the scores.
   """
-  true_score = jnp.take_along_axis(scores, labels[:, None].astype(jnp.int32), axis=1)
-  return jnp.sum(scores >= true_score, axis=1, dtype=jnp.int32) - 1
+  num_classes = scores.shape[1]
+  labels = labels.astype(jnp.int32)
+  valid = (labels >= 0) & (labels < num_classes)
+  true_score = jnp.take_along_axis(scores, jnp.where(valid, labels, 0)[:, None], axis=1)
+  rank = jnp.sum(scores >= true_score, axis=1, dtype=jnp.int32) - 1
+  return jnp.where(valid, rank, INVALID_RANK)
 
 
 def topk_correct(scores: jax.Array, labels: jax.Array, ks: Sequence[int] = (1, 5)

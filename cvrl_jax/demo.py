@@ -146,8 +146,8 @@ def write_report(path: str, data_dir: str, pretrain_dir: str, seed: int,
     queries = report.centre_clip_frames_and_features(config, mesh, backbone, variables, 'eval')
     test.update(frame=queries['frame'], label=queries['label'])
     test['features'][key] = queries['features']
-  grid = report.retrieval_grid(train, test, report.pick_queries(test['label'], REPORT_QUERIES, seed),
-                               REPORT_NEIGHBOURS)
+  chosen = report.pick_queries(test['label'], REPORT_QUERIES, seed)
+  grid = report.retrieval_grid(train, test, chosen, REPORT_NEIGHBOURS)
   titles = dict(ROWS)
   return report.write_report(
       path, scalars=report.read_scalars(pretrain_dir),

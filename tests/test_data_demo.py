@@ -140,7 +140,8 @@ def test_nuisance_digit_is_always_drawn_and_changes_size(mnist):
 
 
 def test_nuisance_clutter_items_come_and_go(mnist):
-  tracks = demo._clutter_tracks(np.random.default_rng(0), 40, 32)  # pylint: disable=protected-access
+  tracks = demo._clutter_tracks(  # pylint: disable=protected-access
+      np.random.default_rng(0), 40, 32)
   assert sum(1 for items in tracks if items) >= 30  # clutter in most frames
   first = {id(mask) for mask, _, _, _ in tracks[0]}
   last = {id(mask) for mask, _, _, _ in tracks[-1]}

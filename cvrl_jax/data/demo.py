@@ -333,7 +333,8 @@ def main(argv=None) -> None:
   paths = make_demo_dataset(args.output, num_train=args.num_train, num_test=args.num_test,
                             num_frames=args.num_frames, seed=args.seed, canvas=args.canvas,
                             variant=args.variant)
-  print(f'Wrote {args.num_train} {args.variant} train and {args.num_test} test videos of {args.num_frames} '
+  print(f'Wrote {args.num_train} {args.variant} train and {args.num_test} test videos of '
+        f'{args.num_frames} '
         f'frames in {time.time() - start:.1f}s:')
   for name, path in paths.items():
     print(f'  {name}: {path}')

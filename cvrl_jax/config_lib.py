@@ -183,6 +183,11 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if not 0.0 < config.eval.label_fraction <= 1.0:
     raise ValueError('config.eval.label_fraction must be in (0, 1], got '
                      f'{config.eval.label_fraction!r}.')
+  every, keep_every = config.checkpoint.every_steps, config.checkpoint.keep_every_steps
+  if keep_every > 0 and (every == 0 or keep_every % every):
+    raise ValueError(f'config.checkpoint.keep_every_steps={keep_every} must be a multiple of '
+                     f'config.checkpoint.every_steps={every}, the steps checkpoints are written '
+                     'at.')
   if not 0.0 <= config.data.max_bad_fraction < 1.0:
     raise ValueError('config.data.max_bad_fraction must be in [0, 1), got '
                      f'{config.data.max_bad_fraction!r}.')

@@ -123,13 +123,17 @@ def main(argv: Sequence[str]) -> None:
                jax.device_count(), jax.devices()[0].platform)
   from cvrl_jax import checkpoint  # pylint: disable=g-import-not-at-top
   from cvrl_jax import export  # pylint: disable=g-import-not-at-top
+  from cvrl_jax import workdir as workdir_lib  # pylint: disable=g-import-not-at-top
   job = get_job(config.job)
+  workdir = paths.absolute(_WORKDIR.value)
   try:
-    job(config, paths.absolute(_WORKDIR.value))
+    with workdir_lib.WorkdirLock(workdir):  # one run per workdir, whatever the job
+      job(config, workdir)
   except run_utils.NonFiniteLossError as e:
     sys.exit(str(e))  # exit status 1
   except (ValueError, FileNotFoundError,  # bad config values or data: one sentence
-          checkpoint.CheckpointWriteError, export.ExportError) as e:  # a failed write: the same
+          checkpoint.CheckpointWriteError, export.ExportError,  # a failed write: the same
+          OSError) as e:  # any other failed read or write (a full disk at results.json)
     logging.debug('Traceback of the error below:', exc_info=True)  # shown with --verbosity=1
     sys.exit(f'Error: {e}')
 

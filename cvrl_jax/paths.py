@@ -105,6 +105,25 @@ def write_text(path: str, text: str) -> None:
       os.remove(tmp)
 
 
+def read_bytes(path: str) -> bytes:
+  return epath.Path(path).read_bytes()
+
+
+def write_bytes(path: str, data: bytes) -> None:
+  """Writes a whole binary file so that a reader never sees half of it (see write_text)."""
+  if is_url(path):
+    epath.Path(path).write_bytes(data)
+    return
+  tmp = f'{path}.tmp-{os.getpid()}'
+  try:
+    with open(tmp, 'wb') as f:
+      f.write(data)
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
 def read_json(path: str) -> Any:
   return json.loads(read_text(path))
 

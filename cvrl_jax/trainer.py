@@ -171,6 +171,9 @@ def build_train_step(config: ml_collections.ConfigDict, mesh: Mesh,
                         batch_spec=batch_spec, train_step=train_step, schedule=schedule, tx=tx)
 
 
+SKIPPED_RECORDS = 'skipped_records'  # in a checkpoint's data record (data/records.py)
+
+
 def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
   """Runs (or resumes) self-supervised pretraining; returns the final metrics (results.json).
 
@@ -262,6 +265,8 @@ def _pretrain_locked(config: ml_collections.ConfigDict, workdir: str,
       config.data, num_clips=spec.num_clips, sampler=spec.sampler,
       crop_area_range=spec.crop_area_range, crop_aspect_range=spec.crop_aspect_range,
       global_batch_size=config.batch_size, seed=config.seed, start_position=start_position)
+  if restored is not None and is_chief:  # the records skipped before it (process 0's: results)
+    train_iter.checks.restore(record.get(SKIPPED_RECORDS))
   if first_step == 0:
     parameter_overview.log_parameter_overview(
         state.params, include_stats=jax.process_count() == 1, msg='Trainable parameters:')
@@ -360,7 +365,8 @@ def _pretrain_locked(config: ml_collections.ConfigDict, workdir: str,
           summary.update(values)
           logging.info('step %d | %s', step, ' | '.join(f'{k} {v:.4g}' for k, v in values.items()))
       if save_now:
-        ckpt.save(step, state, position, config.data.host_split)
+        ckpt.save(step, state, position, config.data.host_split,
+                  extra={SKIPPED_RECORDS: train_iter.checks.state()})
         last_saved = step
       if preempted and not is_last:
         ckpt.wait()

@@ -15,6 +15,8 @@ import fcntl
 import json
 import os
 import socket
+import threading
+import time
 from typing import Any, Mapping, Optional, Sequence
 
 from absl import logging
@@ -27,6 +29,10 @@ from cvrl_jax import paths
 from cvrl_jax import run_utils
 
 LOCK_FILE = 'lock.json'
+# Storage without file locks: the holder touches lock.json every HEARTBEAT_S seconds, and a lock
+# of another host untouched for STALE_AFTER_S is taken over.
+HEARTBEAT_S = 60
+STALE_AFTER_S = 600
 CONFIG_FILE = 'config.json'
 RESULTS_FILE = 'results.json'
 
@@ -42,9 +48,19 @@ RESUMABLE_KEYS: tuple[str, ...] = (
     'model.remat', 'model.conv_impl',  # how the same network is computed
     'data.train_files', 'data.tfds_data_dir',  # the same videos at another location
     'data.num_parallel_calls', 'data.prefetch',  # input throughput
+    'data.max_bad_fraction',  # how many undecodable records to skip (cvrl_jax/data/records.py)
     'eval.', 'data.eval_files', 'data.tfds_eval_split', 'data.num_classes',  # the online monitor
     'data.eval_num_frames', 'data.eval_frame_stride', 'data.eval_image_size', 'data.eval_resize',
     'data.eval_crop_size', 'data.eval_num_temporal_views', 'data.eval_num_spatial_views',
+)
+# The same for evaluation jobs (linear_eval, knn_eval, finetune): their length, logging,
+# checkpoints, mesh and data locations may change; the encoder, the classifier's training and
+# the test protocol may not.
+EVAL_RESUMABLE_KEYS: tuple[str, ...] = (
+    'log_every_steps', 'profile', 'knn_every_steps', 'checkpoint.', 'mesh.',
+    'model.remat', 'model.conv_impl', 'eval.batch_size',
+    'data.train_files', 'data.eval_files', 'data.tfds_data_dir',
+    'data.num_parallel_calls', 'data.prefetch',
 )
 # Written by the run itself (counted from the files); compared separately, after counting.
 DERIVED_KEYS = ('data.num_train_examples',)
@@ -142,18 +158,30 @@ class WorkdirLock:
   """Exclusive use of a workdir by one run (process 0 holds it for all processes).
 
   WORKDIR/lock.json names the holder; an flock on it is what excludes, so a crashed or killed
-  run leaves nothing stuck. On storage without file locks (some network file systems) a lock
-  file whose process is no longer alive on this host is taken over. Workdirs given as URLs
+  run leaves nothing stuck. On storage without file locks (some network file systems) the holder
+  touches the file every HEARTBEAT_S; a lock whose process is no longer alive on this host, or
+  one of another host untouched for STALE_AFTER_S, is taken over. Workdirs given as URLs
   (gs://...) are not locked (object stores have no locks); one run per workdir is then the
   user's to ensure.
   """
+
+  # Workdirs this process holds -> how many holders; a job run by main.py under its lock may
+  # take the same lock again (pretrain() locks for callers that do not go through main.py).
+  _held: dict[str, int] = {}
 
   def __init__(self, workdir: str):
     self.workdir = workdir
     self.path = os.path.join(workdir, LOCK_FILE)
     self._fd: Optional[int] = None
+    self._nested = False
+    self._heartbeat: Optional[threading.Event] = None
 
   def acquire(self) -> 'WorkdirLock':
+    key = os.path.realpath(self.workdir) if '://' not in self.workdir else self.workdir
+    if WorkdirLock._held.get(key):
+      WorkdirLock._held[key] += 1
+      self._nested = True
+      return self
     error = None
     if jax.process_index() == 0 and '://' not in self.workdir:
       try:
@@ -166,6 +194,7 @@ class WorkdirLock:
         error = f'Process 0 could not lock the workdir {self.workdir} (its log says why).'
     if error:
       raise ValueError(error)
+    WorkdirLock._held[key] = 1
     return self
 
   def _read_holder(self, fd: int) -> dict:
@@ -206,11 +235,12 @@ class WorkdirLock:
           os.close(fd)
           raise ValueError(f'The workdir {self.workdir} is in use by {_describe(holder)}; stop '
                            'that run or use another workdir.')
-        if not locked and holder.get('host') != me['host']:
+        idle = time.time() - os.fstat(fd).st_mtime
+        if not locked and holder.get('host') != me['host'] and idle < STALE_AFTER_S:
           os.close(fd)
-          raise ValueError(f'The workdir {self.workdir} is locked by {_describe(holder)} and '
-                           f'this storage cannot tell whether it still runs; if it does not, '
-                           f'delete {self.path}.')
+          raise ValueError(f'The workdir {self.workdir} is in use by {_describe(holder)} (its '
+                           f'lock was renewed {idle:.0f} s ago); stop that run or use another '
+                           'workdir.')
         logging.warning('Took over the workdir %s from %s, which ended without releasing it '
                         '(it crashed or was killed).', self.workdir, _describe(holder))
       os.ftruncate(fd, 0)
@@ -218,10 +248,34 @@ class WorkdirLock:
       os.write(fd, json.dumps(me).encode())
       os.fsync(fd)
       self._fd = fd
+      if not locked:
+        self._start_heartbeat()
       return
     raise ValueError(f'Could not lock the workdir {self.workdir}: {self.path} keeps changing.')
 
+  def _start_heartbeat(self) -> None:
+    stop = self._heartbeat = threading.Event()
+
+    def beat():
+      while not stop.wait(HEARTBEAT_S):
+        try:
+          os.utime(self.path)
+        except OSError:
+          pass
+
+    threading.Thread(target=beat, name='workdir-lock-heartbeat', daemon=True).start()
+
   def release(self) -> None:
+    key = os.path.realpath(self.workdir) if '://' not in self.workdir else self.workdir
+    if WorkdirLock._held.get(key):
+      WorkdirLock._held[key] -= 1
+      if self._nested or WorkdirLock._held[key]:
+        self._nested = False
+        return
+      del WorkdirLock._held[key]
+    if self._heartbeat is not None:
+      self._heartbeat.set()
+      self._heartbeat = None
     if self._fd is not None:
       try:
         os.unlink(self.path)  # before unlocking: a waiting run then opens a new file

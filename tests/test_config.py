@@ -99,7 +99,13 @@ def test_batch_that_does_not_split_over_the_devices(demo_config, tmp_path):
     trainer.pretrain(demo_config, str(tmp_path / 'work'))
 
 
+def test_missing_data_folder(demo_config, tmp_path):
+  with pytest.raises(FileNotFoundError, match='The folder .*no_data_here does not exist'):
+    trainer.pretrain(demo_config, str(tmp_path / 'work'))
+
+
 def test_glob_matching_nothing(demo_config, tmp_path):
+  (tmp_path / 'no_data_here').mkdir()
   with pytest.raises(FileNotFoundError, match='No files match the data pattern .*no_data_here'):
     trainer.pretrain(demo_config, str(tmp_path / 'work'))
 

@@ -12,6 +12,7 @@ from cvrl_jax import config_lib
 from cvrl_jax.data import dmvr
 from cvrl_jax.data import pipeline
 from cvrl_jax.data import records
+from train_testlib import env  # pylint: disable=unused-import
 
 HEIGHT, WIDTH = 24, 32
 BAD_LABEL = 99
@@ -95,7 +96,8 @@ def test_pretraining_skips_and_counts_bad_records_and_resumes_past_them(files):
   assert sorted(epoch0) == [(mixed, i) for i in sorted(BAD)]
   summary = iterator.checks.summary()
   assert summary['num_skipped_records'] == len(iterator.checks.skipped) >= len(BAD)
-  assert {'file': mixed, 'record': 2} in summary['skipped_records']
+  assert sorted(s['record'] for s in summary['skipped_records']) == sorted(BAD)  # each once
+  assert {s['file'] for s in summary['skipped_records']} == {mixed}
   assert iterator.checks.read == 20 + len(iterator.checks.skipped)  # 5 batches of 4 + skipped
   labels = np.concatenate([b['label'] for b in batches])
   assert set(labels[:good].tolist()) == expected_labels  # the first 14 examples: all of epoch 0
@@ -195,18 +197,21 @@ def test_tensorflow_messages_lose_their_graph_node_text():
   assert '{{' not in text and '[[' not in text and 'Op:' not in text
 
 
-def test_a_pretraining_run_skips_logs_and_reports_bad_records(tmp_path, caplog):
+def test_a_pretraining_run_skips_logs_and_reports_bad_records(env, tmp_path, caplog):
   """The whole job: two bad records in an extra shard are skipped, logged with file and record,
-  and listed in results.json; the run finishes."""
+  and listed in results.json; the run finishes. Resumed from a checkpoint, the run lists each
+  skipped record once (the count before the checkpoint is saved with it)."""
   import json  # pylint: disable=g-import-not-at-top
   import os  # pylint: disable=g-import-not-at-top
+  import shutil  # pylint: disable=g-import-not-at-top
   import train_testlib as lib  # pylint: disable=g-import-not-at-top
   from cvrl_jax import trainer  # pylint: disable=g-import-not-at-top
-  data = lib.make_demo_data(str(tmp_path / 'demo'))
+  data = str(tmp_path / 'demo')
+  shutil.copytree(env.data, data)
   bad_shard = os.path.join(data, 'train-00007-of-00009.tfrecord')
   dmvr.write_shard(bad_shard, [_record(2), _record(5)])
   # 66 records an epoch, 0.05 allows 3; 5 steps of 16 read all of epoch 0.
-  config = lib.demo_config(data, num_train_steps=5, **{'checkpoint.every_steps': 0,
+  config = lib.demo_config(data, num_train_steps=5, **{'checkpoint.every_steps': 2,
                                                        'data.max_bad_fraction': 0.05})
   workdir = str(tmp_path / 'run')
   with caplog.at_level('WARNING'):
@@ -214,8 +219,28 @@ def test_a_pretraining_run_skips_logs_and_reports_bad_records(tmp_path, caplog):
   assert results['finished'] is True and results['step'] == 5
   with open(os.path.join(workdir, 'results.json')) as f:
     written = json.load(f)
-  skipped = {(s['file'], s['record']) for s in written['skipped_records']}
-  assert skipped == {(bad_shard, 0), (bad_shard, 1)}
-  assert written['num_skipped_records'] == len(written['skipped_records'])
+  skipped = [(s['file'], s['record']) for s in written['skipped_records']]
+  assert sorted(skipped) == [(bad_shard, 0), (bad_shard, 1)]  # each once
+  assert written['num_skipped_records'] >= 2  # epoch 1 may have met one again
   for index in (0, 1):
     assert f'Skipped record {index} of {bad_shard}: it cannot be decoded' in caplog.text
+  # Resume from step 4 (as if the run had died after it): the same list, each record once.
+  shutil.rmtree(os.path.join(workdir, 'checkpoints', '5'))
+  os.remove(os.path.join(workdir, 'results.json'))
+  resumed = trainer.pretrain(config, workdir)
+  assert resumed['step'] == 5
+  assert sorted((s['file'], s['record']) for s in resumed['skipped_records']) == sorted(skipped)
+  assert resumed['num_skipped_records'] >= 2
+
+
+def test_a_file_removed_while_it_is_read_is_one_sentence(tmp_path):
+  import os  # pylint: disable=g-import-not-at-top
+  path = str(tmp_path / 'gone.tfrecord')
+  dmvr.write_shard(path, [dmvr.make_sequence_example(_video(), i) for i in range(4)])
+  iterator = _eval(_cfg([path], num_classes=5))
+  os.remove(path)  # after the pipeline is built, before it reads
+  with pytest.raises(ValueError) as error:
+    next(iterator)
+  message = str(error.value)
+  assert message.startswith(f"Cannot read data pattern '{path}'") and path in message
+  assert '{{' not in message and '[[' not in message and '\n' not in message

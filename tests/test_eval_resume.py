@@ -116,3 +116,26 @@ def read_scalars_in(workdir, name, tag):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   return [e for e in tf.compat.v1.train.summary_iterator(os.path.join(workdir, name))
           for v in e.summary.value if v.tag == tag]
+
+
+def test_knn_eval_keeps_its_finished_feature_passes(data, encoder_path, tmp_path, monkeypatch):
+  """A kNN job stopped during its test-split pass repeats only that pass: the train split's
+  features (the long pass) are read back from the workdir; another config computes its own."""
+  from cvrl_jax.evaluate import features  # pylint: disable=g-import-not-at-top
+  from cvrl_jax.evaluate import knn  # pylint: disable=g-import-not-at-top
+  config = job_config(data, 'knn_eval', encoder_path)
+  config.eval.knn_mode = 'center_clip'
+  first = knn.knn_eval(config, str(tmp_path))
+  os.remove(os.path.join(tmp_path, 'results.json'))
+  os.remove(os.path.join(tmp_path, 'eval_features_center_clip.npz'))  # "stopped in that pass"
+  passes = []
+  original = features.Inference.run
+  monkeypatch.setattr(features.Inference, 'run',
+                      lambda self, *a, **k: passes.append(k['name']) or original(self, *a, **k))
+  assert knn.knn_eval(config, str(tmp_path)) == first
+  assert passes == ['eval features (center_clip)']
+
+  passes.clear()
+  config.seed = 1  # another job in the same workdir: nothing of the first is reused
+  knn.knn_eval(config, str(tmp_path))
+  assert passes == ['train features (center_clip)', 'eval features (center_clip)']

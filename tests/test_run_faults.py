@@ -8,6 +8,7 @@ are short Python subprocesses that import only what they need.
 """
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -22,6 +23,8 @@ import pytest
 from cvrl_jax import checkpoint as checkpoint_lib
 from cvrl_jax import config_lib
 from cvrl_jax import workdir as workdir_lib
+import train_testlib as lib
+from train_testlib import env  # noqa: F401  (a fixture)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -87,6 +90,12 @@ def test_keep_every_steps_is_validated():
   config.checkpoint.keep_every_steps = -1
   with pytest.raises(ValueError, match=r'config\.checkpoint\.keep_every_steps must be >= 0'):
     config_lib.validate(config)
+  config.checkpoint.every_steps, config.checkpoint.keep_every_steps = 300, 1000
+  with pytest.raises(ValueError, match=r'^config\.checkpoint\.keep_every_steps=1000 must be a '
+                                       r'multiple of config\.checkpoint\.every_steps=300, '):
+    config_lib.validate(config)
+  config.checkpoint.keep_every_steps = 3000
+  config_lib.validate(config)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -309,7 +318,7 @@ def test_keys_that_may_change_are_accepted_and_documented():
   assert workdir_lib.config_differences(stored, config) == []
   # Every key the docs list is one the code accepts, and the other way round.
   docs = open(os.path.join(REPO, 'docs', 'resuming.md')).read()
-  for key in workdir_lib.RESUMABLE_KEYS:
+  for key in workdir_lib.RESUMABLE_KEYS + workdir_lib.EVAL_RESUMABLE_KEYS:
     assert f'`{key.rstrip(".")}' in docs, key
 
 
@@ -355,3 +364,208 @@ def test_ctrl_c_requests_a_save_and_a_second_one_exits_at_once():
     assert proc.returncode == -signal.SIGINT
   finally:
     proc.kill()
+
+
+# ------------------------------------------------------------------------------------------------
+# Whole runs (the 6-step demo run of train_testlib, shared with tests/test_train.py).
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope='module')
+def uninterrupted(env, tmp_path_factory):  # noqa: F811
+  return lib.uninterrupted_run(env.data, str(tmp_path_factory.getbasetemp() / 'uninterrupted'))
+
+
+def _copy_run(source, target, steps, files=('config.json',)):
+  os.makedirs(os.path.join(target, 'checkpoints'))
+  for step in steps:
+    shutil.copytree(os.path.join(source, 'checkpoints', str(step)),
+                    os.path.join(target, 'checkpoints', str(step)))
+  for name in files:
+    path = os.path.join(source, name)
+    (shutil.copytree if os.path.isdir(path) else shutil.copy)(path, os.path.join(target, name))
+
+
+def test_a_run_resumes_past_a_nan_checkpoint_and_exports_finite_weights(uninterrupted, env,
+                                                                        tmp_path, caplog):
+  """The latest checkpoint (step 6) holds a NaN weight: the run resumes from step 3 instead, with
+  a warning naming both, trains steps 4-6 to the uninterrupted run's losses and exports a finite
+  backbone (before: it restored the NaN silently, exited 0 and exported it)."""
+  from cvrl_jax import export, trainer  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  source, workdir = uninterrupted['workdir'], str(tmp_path / 'run')
+  _copy_run(source, workdir, [lib.CHECKPOINT_EVERY])
+  manager = ocp.CheckpointManager(os.path.join(source, 'checkpoints'), item_names=('state', 'data'))
+  restored = manager.restore(lib.NUM_STEPS, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore(), data=ocp.args.JsonRestore()))
+  manager.close()
+  kernel = restored['state']['params']['backbone']['stem_conv']['kernel']
+  restored['state']['params']['backbone']['stem_conv']['kernel'] = kernel.at[0, 0, 0, 0, 0].set(
+      jnp.nan)
+  target = ocp.CheckpointManager(os.path.join(workdir, 'checkpoints'), item_names=('state', 'data'))
+  target.save(lib.NUM_STEPS, args=ocp.args.Composite(
+      state=ocp.args.StandardSave(restored['state']), data=ocp.args.JsonSave(restored['data'])))
+  target.wait_until_finished()
+  target.close()
+
+  with caplog.at_level('WARNING'):
+    results = trainer.pretrain(lib.demo_config(env.data), workdir)
+  bad, good = (os.path.join(workdir, 'checkpoints', str(s))
+               for s in (lib.NUM_STEPS, lib.CHECKPOINT_EVERY))
+  warnings = [r.getMessage() for r in caplog.records if 'is not usable' in r.getMessage()]
+  assert warnings == [f'The checkpoint {bad} is not usable: it holds NaN or infinite values '
+                      "(.params['backbone']['stem_conv']['kernel']); resuming from "
+                      f'{good} (it was moved to {workdir}/checkpoints.corrupt/{lib.NUM_STEPS}).'], \
+      warnings
+  after = range(lib.CHECKPOINT_EVERY + 1, lib.NUM_STEPS + 1)
+  np.testing.assert_allclose(lib.losses(workdir, after), lib.losses(source, after), rtol=1e-6)
+  assert results['step'] == lib.NUM_STEPS and results['finished'] is True
+  _, variables, _ = export.load_backbone(os.path.join(workdir, 'backbone'))
+  assert checkpoint_lib.non_finite_leaves(variables) == []
+
+
+def test_rerunning_a_finished_run_keeps_its_results(uninterrupted, env, tmp_path):
+  """Before: the re-run rewrote results.json with every metric gone."""
+  from cvrl_jax import trainer  # pylint: disable=g-import-not-at-top
+  source, workdir = uninterrupted['workdir'], str(tmp_path / 'run')
+  _copy_run(source, workdir, [lib.CHECKPOINT_EVERY, lib.NUM_STEPS],
+            files=('config.json', 'results.json', 'backbone'))
+  before = open(os.path.join(workdir, 'results.json')).read()
+  results = trainer.pretrain(lib.demo_config(env.data), workdir)
+  assert results == uninterrupted['results'] and 'train/loss' in results
+  assert open(os.path.join(workdir, 'results.json')).read() == before
+  assert not os.path.exists(os.path.join(workdir, 'lock.json'))
+
+
+def test_ctrl_c_saves_like_sigterm(uninterrupted, env, tmp_path):  # noqa: F811
+  """Before: Ctrl-C raised KeyboardInterrupt and lost the steps since the last checkpoint."""
+  del uninterrupted  # only here so its compilations are cached first
+  workdir = str(tmp_path / 'run')
+  proc = subprocess.Popen(lib.main_command(env.data, workdir), env=lib.subprocess_env(env.cache),
+                          cwd=lib.REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  output = []
+  try:
+    for line in proc.stdout:
+      output.append(line)
+      if f'step 1/{lib.NUM_STEPS} ' in line:
+        proc.send_signal(signal.SIGINT)
+        break
+    rest, _ = proc.communicate(timeout=600)
+  finally:
+    proc.kill()
+  output = ''.join(output) + rest
+  assert proc.returncode == 0, output
+  stopped = [l for l in output.splitlines() if 'Stopped by SIGINT after step' in l]
+  assert stopped, output
+  step = int(stopped[0].split('after step ')[1].split(';')[0])
+  assert 1 <= step < lib.NUM_STEPS
+  assert os.path.isdir(os.path.join(workdir, 'checkpoints', str(step)))
+  assert 'Traceback' not in output and 'KeyboardInterrupt' not in output
+  with open(os.path.join(workdir, 'results.json')) as f:
+    assert json.load(f)['step'] == step
+
+
+def test_a_full_disk_stops_the_run_at_that_checkpoint_and_it_resumes_once_freed(uninterrupted, env,
+                                                                                 tmp_path):
+  """The disk has room for one checkpoint: the step-6 write fails, the run stops naming it and
+  the intact step-3 checkpoint (before: a checkpoint interval late, under ~700 lines of
+  tracebacks); with space freed, the same run resumes from step 3 to the uninterrupted losses."""
+  from cvrl_jax import trainer  # pylint: disable=g-import-not-at-top
+  source = uninterrupted['workdir']
+  checkpoint_bytes = sum(os.path.getsize(os.path.join(root, f)) for root, _, names in
+                         os.walk(os.path.join(source, 'checkpoints', str(lib.CHECKPOINT_EVERY)))
+                         for f in names)
+  disk = _mount_tmpfs(str(tmp_path / 'disk'), f'size={4 * checkpoint_bytes + (8 << 20)}')
+  try:
+    filler = os.path.join(disk, 'filler')
+    stats = os.statvfs(disk)
+    free = stats.f_bavail * stats.f_frsize
+    with open(filler, 'wb') as f:  # leave room for 1.5 checkpoints and the small files
+      f.write(b'\0' * int(free - 1.5 * checkpoint_bytes - (1 << 20)))
+    workdir = os.path.join(disk, 'run')
+    with pytest.raises(checkpoint_lib.CheckpointWriteError) as error:
+      trainer.pretrain(lib.demo_config(env.data), workdir)
+    step_dir = lambda s: os.path.join(workdir, 'checkpoints', str(s))
+    assert str(error.value) == (
+        f'Writing the checkpoint of step {lib.NUM_STEPS} to {step_dir(lib.NUM_STEPS)} failed (no '
+        f'space left on device); the previous checkpoint {step_dir(lib.CHECKPOINT_EVERY)} is '
+        'intact, and the same command resumes from it once the problem is fixed.')
+    assert not os.path.exists(os.path.join(workdir, 'lock.json'))
+
+    os.remove(filler)
+    results = trainer.pretrain(lib.demo_config(env.data), workdir)
+    after = range(lib.CHECKPOINT_EVERY + 1, lib.NUM_STEPS + 1)
+    resumed = {s: v for s, v in lib.read_scalars(workdir, 'train/loss').items() if s in after}
+    np.testing.assert_allclose([resumed[s] for s in after], lib.losses(source, after), rtol=1e-6)
+    assert results['step'] == lib.NUM_STEPS and results['finished'] is True
+  finally:
+    subprocess.run(['umount', '-l', disk], check=False)
+
+
+def test_a_resumed_evaluation_job_refuses_a_changed_protocol_before_writing(tmp_path):
+  from cvrl_jax.evaluate import common  # pylint: disable=g-import-not-at-top
+  config = config_lib.base_config()
+  config.job = 'linear_eval'
+  config.data.num_classes = 10
+  workdir = _workdir_with_run(tmp_path, config)
+  before = open(os.path.join(workdir, 'config.json'), 'rb').read()
+  changed = config_lib.base_config()
+  changed.job = 'linear_eval'
+  changed.data.num_classes = 10
+  changed.eval.batch_size = 16  # may change: throughput only
+  changed.eval.test_mode = 'center_clip'
+  changed.optim.base_lr = 1.0
+  with pytest.raises(ValueError, match=r"another config \(eval\.test_mode 'test_views' -> "
+                                       r"'center_clip'; optim\.base_lr 0\.32 -> 1\.0\)"):
+    common.start_job(changed, workdir)
+  assert open(os.path.join(workdir, 'config.json'), 'rb').read() == before
+  changed.eval.test_mode, changed.optim.base_lr = 'test_views', 0.32
+  common.start_job(changed, workdir)  # only eval.batch_size differs: resumes
+
+
+def test_the_workdir_lock_nests_within_one_process(tmp_path):
+  """main.py locks the workdir for every job and pretrain() locks it again for direct callers."""
+  outer = workdir_lib.WorkdirLock(str(tmp_path)).acquire()
+  inner = workdir_lib.WorkdirLock(str(tmp_path)).acquire()
+  inner.release()
+  assert json.load(open(tmp_path / 'lock.json'))['pid'] == os.getpid()  # still held
+  probe = _python(HOLD_LOCK.replace('sys.argv[1]', repr(str(tmp_path))))
+  assert 'in use by process' in probe.communicate(timeout=120)[0]
+  outer.release()
+  assert not (tmp_path / 'lock.json').exists()
+
+
+def test_lock_of_another_host_without_file_locks_is_taken_over_once_stale(tmp_path, monkeypatch):
+  import errno  # pylint: disable=g-import-not-at-top
+  import fcntl  # pylint: disable=g-import-not-at-top
+
+  def no_flock(fd, op):
+    raise OSError(errno.ENOLCK, 'No locks available')
+
+  monkeypatch.setattr(fcntl, 'flock', no_flock)
+  lock_file = tmp_path / 'lock.json'
+  lock_file.write_text(json.dumps({'host': 'other-host', 'pid': 1, 'time': 'then'}))
+  with pytest.raises(ValueError, match=r'in use by process 1 on other-host .*renewed \d+ s ago'):
+    workdir_lib.WorkdirLock(str(tmp_path)).acquire()
+  stale = time.time() - workdir_lib.STALE_AFTER_S - 1
+  os.utime(lock_file, (stale, stale))  # its holder stopped renewing it
+  lock = workdir_lib.WorkdirLock(str(tmp_path)).acquire()
+  assert json.loads(lock_file.read_text())['pid'] == os.getpid()
+  lock.release()
+
+
+def test_a_second_main_on_a_busy_workdir_is_one_sentence(env, tmp_path):  # noqa: F811
+  """Before: two runs on one workdir both wrote checkpoints."""
+  workdir = str(tmp_path / 'run')
+  holder = _python(HOLD_LOCK.replace('sys.argv[1]', repr(workdir)))
+  try:
+    assert holder.stdout.readline().strip() == 'locked'
+    second = lib.run(lib.main_command(env.data, workdir), lib.subprocess_env(env.cache), 600)
+  finally:
+    holder.kill()
+    holder.wait()
+  assert second.returncode == 1
+  assert 'Traceback' not in second.stdout + second.stderr
+  last = second.stderr.strip().splitlines()[-1]
+  assert last.startswith(f'Error: The workdir {workdir} is in use by process {holder.pid} on '
+                         f'{socket.gethostname()} (started '), last
+  assert last.endswith('); stop that run or use another workdir.'), last
+  assert sorted(os.listdir(workdir)) == ['lock.json']  # the second run wrote nothing

@@ -138,8 +138,9 @@ def test_sigterm_saves_and_exits_cleanly(uninterrupted, env, tmp_path):
 
 
 def test_divergence_stops_without_saving(uninterrupted, env, tmp_path):
-  """Momentum buffers made infinite in a copy of the step-3 checkpoint: the update of step 4 turns
-  the parameters infinite; the run must stop there and not save (checkpoints every step)."""
+  """Momentum buffers made huge (1e38, still finite: a checkpoint holding infinities is skipped
+  as corrupt on restore) in a copy of the step-3 checkpoint: the update of step 4 makes the
+  parameter norm overflow; the run must stop there and not save (checkpoints every step)."""
   workdir = str(tmp_path)
   source = ocp.CheckpointManager(os.path.join(uninterrupted.workdir, 'checkpoints'),
                                  item_names=('state', 'data'))
@@ -149,7 +150,7 @@ def test_divergence_stops_without_saving(uninterrupted, env, tmp_path):
   state = restored['state']
   in_trace = lambda path: any(getattr(k, 'key', None) == 'trace' for k in path)
   state['opt_state'] = jax.tree_util.tree_map_with_path(
-      lambda path, x: jnp.full_like(x, jnp.inf) if in_trace(path) else x, state['opt_state'])
+      lambda path, x: jnp.full_like(x, 1e38) if in_trace(path) else x, state['opt_state'])
   target = ocp.CheckpointManager(os.path.join(workdir, 'checkpoints'), item_names=('state', 'data'))
   target.save(lib.CHECKPOINT_EVERY, args=ocp.args.Composite(
       state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(restored['data'])))

@@ -65,6 +65,8 @@ class DataIterator:
     except tf.errors.InvalidArgumentError as e:
       raise ValueError(f'Cannot read an example of {self._source.name}: '
                        f'{records.tf_error_text(e)}.') from None
+    except tf.errors.OpError as e:  # e.g. a file deleted or made unreadable while it is read
+      raise ValueError(f'Cannot read {self._source.name}: {records.tf_error_text(e)}.') from None
     return self.checks(batch) if self.checks is not None else batch
 
 
@@ -81,7 +83,8 @@ def make_pretrain_dataset(data_cfg, *, num_clips: int, sampler: str,
                           global_batch_size: int, seed: int,
                           start_position: Sequence[int] = (0, 0), process_index: int | None = None,
                           process_count: int | None = None) -> tuple[tf.data.Dataset, Any]:
-  """The pretraining tf.data pipeline and its source (see `make_pretrain_iterator`)."""
+  """The pretraining tf.data pipeline and its source (see `make_pretrain_iterator`); its batches
+  also carry records.FIELDS and 'skipped', which the iterator's records.SkipCounter consumes."""
   process_index, process_count = stream_lib.hosts(process_index, process_count)
   host_batch = stream_lib.host_batch(global_batch_size, process_count)
   area = _check_range('crop_area_range', crop_area_range, 0.0, 1.0)
@@ -152,7 +155,8 @@ def make_eval_dataset(data_cfg, *, split: str, mode: str, global_batch_size: int
                       num_epochs: int | None = 1, process_index: int | None = None,
                       process_count: int | None = None,
                       start_position: Sequence[int] = (0, 0)) -> tuple[tf.data.Dataset, Any]:
-  """The evaluation tf.data pipeline and its source (see `make_eval_iterator`)."""
+  """The evaluation tf.data pipeline and its source (see `make_eval_iterator`); its batches also
+  carry records.FIELDS, which the iterator's records.EvalChecks consumes."""
   process_index, process_count = stream_lib.hosts(process_index, process_count)
   host_batch = stream_lib.host_batch(global_batch_size, process_count)
   if num_epochs is not None and num_epochs < 1:

@@ -121,7 +121,9 @@ def _text(value) -> str:
 class SkipCounter:
   """Pretraining batches: logs and counts the skipped records, stops past the allowed fraction.
 
-  `skipped` lists (file, record index) in the order met since this process started reading.
+  `skipped` lists (file, record index) in the order met; a resumed run continues the list and
+  the count of records read from its checkpoint (`state`, `restore`), so each record skipped
+  before the resumed step is listed once.
   """
 
   def __init__(self, data_cfg, source, *, process_index: int, process_count: int):
@@ -170,10 +172,22 @@ class SkipCounter:
           f'({count} bad record{"s" * (count != 1)}, the first is record {first}): reconvert or '
           'remove those videos, or raise data.max_bad_fraction.')
 
+  def state(self) -> dict:
+    """JSON for a checkpoint's data record: what was read and skipped up to that batch."""
+    return {'read': self.read, 'skipped': [[p, i] for p, i in self.skipped]}
+
+  def restore(self, state: dict | None) -> None:
+    """Continues the count of a resumed run from `state()` (None: an older checkpoint)."""
+    if state:
+      self.read = int(state['read'])
+      self.skipped = [(str(p), int(i)) for p, i in state['skipped']]
+
   def summary(self) -> dict:
-    """For results.json: the skipped records as [{'file', 'record'}] and their count."""
+    """For results.json: each skipped record once as {'file', 'record'}, in the order first met,
+    and how many times records were skipped (a bad record is skipped again every epoch)."""
+    distinct = dict.fromkeys(self.skipped)
     return {'num_skipped_records': len(self.skipped),
-            'skipped_records': [{'file': p, 'record': i} for p, i in self.skipped]}
+            'skipped_records': [{'file': p, 'record': i} for p, i in distinct]}
 
 
 def labels_per_folder(files) -> dict[str, int]:

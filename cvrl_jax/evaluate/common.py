@@ -18,6 +18,7 @@ from cvrl_jax import optim
 from cvrl_jax import paths
 from cvrl_jax import sharding
 from cvrl_jax import run_utils
+from cvrl_jax import workdir as workdir_lib
 from cvrl_jax.data import pipeline
 from cvrl_jax.evaluate import features
 from cvrl_jax.evaluate import views
@@ -45,6 +46,8 @@ def start_job(config: ml_collections.ConfigDict, workdir: str) -> Mesh:
   if config.init_checkpoint and paths.absolute(config.init_checkpoint) == paths.absolute(workdir):
     raise ValueError(f'The workdir {workdir} is the init_checkpoint itself; give the evaluation '
                      'its own workdir so the pretraining run\'s config.json and results.json stay.')
+  if checkpoint_lib.has_checkpoints(paths.join(workdir, CHECKPOINT_DIR)):  # a resumed job
+    workdir_lib.check_resume(workdir, config, workdir_lib.EVAL_RESUMABLE_KEYS)
   paths.makedirs(workdir)
   run_utils.write_json(paths.join(workdir, CONFIG_FILE), config.to_dict())
   mesh = sharding.make_mesh(config.mesh)
@@ -153,15 +156,15 @@ def train_loop(train_step: Callable[[Any, Any], Tuple[Any, Mapping[str, jax.Arra
   """
   ckpt = checkpoint_lib.Checkpointer(
       paths.join(workdir, CHECKPOINT_DIR), every_steps=config.checkpoint.every_steps,
-      keep=config.checkpoint.keep, async_save=config.checkpoint.async_save)
+      keep=config.checkpoint.keep, async_save=config.checkpoint.async_save,
+      keep_every_steps=config.checkpoint.keep_every_steps)
   position: Tuple[int, int] = (0, 0)
   metrics: Dict[str, float] = {}
-  resume_step = ckpt.latest_step()
-  if resume_step is not None:
-    record = ckpt.restore_data(resume_step)
+  restored = ckpt.restore_latest(abstract_like(state))  # complete and finite, else the one before
+  if restored is not None:
+    resume_step, state, record = restored
     position = checkpoint_lib.position_for_process(
         record, jax.process_index(), jax.process_count(), config.data.host_split)
-    state = ckpt.restore_state(resume_step, abstract_like(state))
     metrics = {k: float(v) for k, v in record.get('metrics', {}).items()}
     logging.info('%s: resumed from %s at step %d.', name, ckpt.step_path(resume_step),
                  int(jax.device_get(state.step)))
@@ -174,6 +177,7 @@ def train_loop(train_step: Callable[[Any, Any], Tuple[Any, Mapping[str, jax.Arra
     for step in range(first_step + 1, num_steps + 1):
       batch, position = next(iterator)
       state, step_metrics = train_step(state, batch)
+      ckpt.poll()  # a failed asynchronous checkpoint write stops the job now, named
       preempted = preemption.reached(step)
       is_last = step == num_steps
       save_now = ckpt.is_periodic(step) or is_last or preempted
@@ -193,8 +197,8 @@ def train_loop(train_step: Callable[[Any, Any], Tuple[Any, Mapping[str, jax.Arra
         ckpt.save(step, state, position, config.data.host_split, extra={'metrics': metrics})
       if preempted and not is_last:
         ckpt.wait()
-        logging.warning('%s: stopped by SIGTERM after step %d; saved %s. Run the same command to '
-                        'resume.', name, step, ckpt.step_path(step))
+        logging.warning('%s: stopped by %s after step %d; saved %s. Run the same command to '
+                        'resume.', name, preemption.signal_name, step, ckpt.step_path(step))
         finished = False
         break
   finally:

@@ -12,16 +12,21 @@ queries are sharded over the mesh, so every device searches the whole bank for i
 without communication.
 """
 import functools
+import io
+import json
 from typing import Any, Callable, Dict, Iterator, Sequence, Tuple
 
+from absl import logging
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh
 
 from cvrl_jax import models
+from cvrl_jax import paths
 from cvrl_jax import sharding
 from cvrl_jax.evaluate import common
 from cvrl_jax.evaluate import features
@@ -165,20 +170,37 @@ class KnnEvaluator:
   """
 
   def __init__(self, config: ml_collections.ConfigDict, mesh: Mesh, backbone: nn.Module, *,
-               mode: str, max_examples: int = 0):
+               mode: str, max_examples: int = 0, cache_dir: str = ''):
     if config.data.num_classes <= 0:
       raise ValueError('kNN evaluation needs config.data.num_classes > 0.')
     self.config = config
     self.mesh = mesh
     self.mode = mode
     self.max_examples = max_examples
+    self.cache_dir = cache_dir
     self._inference = features.feature_inference(backbone, mesh)
 
   def _features(self, variables: PyTree, split: str) -> Dict[str, np.ndarray]:
+    """A split's features; with cache_dir, a finished pass is kept there and read back by a
+    resumed job (a stop repeats only the pass it interrupted)."""
+    cache = paths.join(self.cache_dir, f'{split}_features_{self.mode}.npz') if self.cache_dir else ''
+    made_by = json.dumps(self.config.to_dict(), sort_keys=True, default=str)  # this job's config
+    if cache and _on_every_process(paths.exists(cache)):
+      with np.load(io.BytesIO(paths.read_bytes(cache))) as stored:
+        if str(stored['config']) == made_by:
+          logging.info('%s features (%s): read from %s (a finished pass).', split, self.mode,
+                       cache)
+          return {key: stored[key] for key in stored.files if key != 'config'}
+      logging.info('%s was written by another config; computing the features again.', cache)
     batches = features.eval_batches(self.config, self.mesh, split=split, mode=self.mode)
-    return self._inference.run(
+    out = self._inference.run(
         variables, batches, name=f'{split} features ({self.mode})',
         max_batches=features.max_batches_for(self.max_examples, self.config.eval.batch_size))
+    if cache and jax.process_index() == 0:
+      buffer = io.BytesIO()
+      np.savez(buffer, config=np.asarray(made_by), **out)
+      paths.write_bytes(cache, buffer.getvalue())
+    return out
 
   def run(self, variables: PyTree) -> Iterator[Tuple[str, float]]:
     train = self._features(variables, 'train')
@@ -192,11 +214,21 @@ class KnnEvaluator:
     yield 'knn/num_test_videos', float(len(test['label']))
 
 
+def _on_every_process(flag: bool) -> bool:
+  """True when `flag` holds on every process (a collective with several)."""
+  if jax.process_count() == 1:
+    return flag
+  return bool(np.all(multihost_utils.process_allgather(np.asarray(flag))))
+
+
 def knn_eval(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float]:
-  """The `knn_eval` job: kNN top-1/top-5 and retrieval top-k of config.init_checkpoint's encoder."""
+  """The `knn_eval` job: kNN top-1/top-5 and retrieval top-k of config.init_checkpoint's encoder.
+
+  The features of each split are kept in the workdir once computed, so a stopped job repeats only
+  the pass it was in (the train split's, the long one, is not redone after it finished)."""
   mesh = common.start_job(config, workdir)
   backbone, variables, _ = common.load_encoder(config, mesh)
-  evaluator = KnnEvaluator(config, mesh, backbone, mode=config.eval.knn_mode)
+  evaluator = KnnEvaluator(config, mesh, backbone, mode=config.eval.knn_mode, cache_dir=workdir)
   results = dict(evaluator.run(variables))
   common.log_results(config.job, results)
   common.write_results(workdir, results)

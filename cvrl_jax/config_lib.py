@@ -86,6 +86,9 @@ def eval_config() -> ml_collections.ConfigDict:
   e.retrieval_ks = (1, 5, 10, 20, 50)
   e.finetune_dropout = 0.5  # before the classifier when fine-tuning
   e.monitor_max_examples = 0  # online kNN monitor: at most this many train/test videos (0 = all)
+  # linear_eval / finetune: train on this class-balanced, seeded fraction of the labelled training
+  # videos (1% / 10%: the semi-supervised protocol; cvrl_jax/evaluate/subsets.py).
+  e.label_fraction = 1.0
   return e
 
 
@@ -186,6 +189,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f'config.{key} must be >= 0, got {get(config, key)!r}.')
   if config.num_train_steps == 0 and config.num_epochs == 0:
     raise ValueError('Set config.num_epochs or config.num_train_steps to a positive value.')
+  if not 0.0 < config.eval.label_fraction <= 1.0:
+    raise ValueError('config.eval.label_fraction must be in (0, 1], got '
+                     f'{config.eval.label_fraction!r}.')
   every, keep_every = config.checkpoint.every_steps, config.checkpoint.keep_every_steps
   if keep_every > 0 and (every == 0 or keep_every % every):
     raise ValueError(f'config.checkpoint.keep_every_steps={keep_every} must be a multiple of '

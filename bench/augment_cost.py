@@ -113,13 +113,13 @@ def cvrl_step_fns(args: argparse.Namespace, example_clips: jax.Array):
   params, batch_stats, aux = objective.init(jax.random.key(1), example_clips)
   tx = optax.sgd(0.1, momentum=0.9)
   state = (params, batch_stats, tx.init(params))
-  augment_batch = augment_fn(objective.spec.augment_policies)
+  augment_batch = augment_fn(objective.plan.augment_policies)
 
   def step(state, clips):
     params, batch_stats, opt_state = state
 
     def loss_fn(p):
-      out = objective.loss(p, batch_stats, aux, clips, jax.random.key(2), jnp.int32(0))
+      out = objective.loss(p, batch_stats, aux, {'clips': clips}, jax.random.key(2), jnp.int32(0))
       return out.loss, out.batch_stats
 
     (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)

@@ -141,7 +141,7 @@ def audit(config: Any, num_devices: int) -> tuple[list[Collective], dict[str, in
   parts = trainer.build_train_step(config, mesh, objective, num_steps=1000, steps_per_epoch=100.0)
   compiled = parts.compile()
   return (parse_collectives(compiled.as_text()),
-          expected_bytes(parts, config, objective.spec.num_clips), parts)
+          expected_bytes(parts, config, objective.plan.num_views), parts)
 
 
 def summary_rows(collectives: Sequence[Collective]) -> list[tuple[str, str, int, int, int]]:

@@ -38,6 +38,7 @@ import tensorflow as tf  # noqa: E402
 from cvrl_jax import config_lib  # noqa: E402
 from cvrl_jax.data import dmvr  # noqa: E402
 from cvrl_jax.data import pipeline  # noqa: E402
+from cvrl_jax.data import plan as plan_lib  # noqa: E402
 from cvrl_jax.data import sampling  # noqa: E402
 from cvrl_jax.data import video  # noqa: E402
 
@@ -154,9 +155,8 @@ def ours_dataset(files: list[str], batch: int, seed: int) -> tf.data.Dataset:
   cfg.num_frames, cfg.frame_stride, cfg.image_size, cfg.shuffle_buffer = (
       CLIP_FRAMES, STRIDE, SIZE, 16)
   dataset, _ = pipeline.make_pretrain_dataset(
-      cfg, num_clips=2, sampler='cvrl_pair', crop_area_range=(0.3, 1.0),
-      crop_aspect_range=(0.5, 2.0), global_batch_size=batch, seed=seed, process_index=0,
-      process_count=1)
+      cfg, plan_lib.simple_plan('cvrl_pair', 2), global_batch_size=batch, seed=seed,
+      process_index=0, process_count=1)
   return dataset
 
 

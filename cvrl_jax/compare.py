@@ -1,14 +1,19 @@
-"""Compares CVRL and the rho-family on equal terms: `python -m cvrl_jax.compare`.
+"""Compares CVRL, the rho-family and the order-based pretext tasks on equal terms:
+`python -m cvrl_jax.compare`.
 
 Every method pretrains on the demo videos with the demo's backbone, batch, number of steps and
-seed (configs/demo.py; the rho-family's objectives swapped in by rho_config.demo_config), then
-the same evaluators run on each encoder: the linear probe (top-1 on the test videos) and kNN
-(top-1), and on a randomly initialised encoder for reference. One table is printed and written
-to WORKDIR/comparison.md (and .json):
+seed (configs/demo.py; the rho-family's objectives swapped in by rho_config.demo_config; the
+pretext tasks' clip plans and heads from configs/<method>_demo.py), then the same evaluators run
+on each encoder: the linear probe (top-1 on the test videos), kNN (top-1) and nearest-neighbour
+retrieval (top-1), and on a randomly initialised encoder for reference. One table is printed
+and written to WORKDIR/comparison.md (and .json):
 
-  | method | rho | linear top-1 | kNN top-1 | steps/s |
+  | method | rho | pretext acc. | linear top-1 | kNN top-1 | retrieval top-1 | steps/s |
 
-  python -m cvrl_jax.compare --workdir=/tmp/compare                 # all five + random init
+The pretext accuracy is the training metric over the last log window (the contrastive methods
+have none).
+
+  python -m cvrl_jax.compare --workdir=/tmp/compare                 # all ten + random init
   python -m cvrl_jax.compare --workdir=/tmp/compare --methods=rho_moco,rho_byol --rho=4
   python -m cvrl_jax.compare --workdir=/tmp/compare --seeds=0,1,2    # mean ± sd over 3 runs
 
@@ -16,7 +21,9 @@ Runs resume: a method whose pretraining or evaluation already finished in WORKDI
 again, so an interrupted comparison continues where it stopped. The demo data is written to
 --data_dir first if it is not there.
 """
+import importlib.util
 import json
+import os
 import statistics
 import sys
 import time
@@ -32,9 +39,11 @@ from cvrl_jax import paths
 from cvrl_jax import startup
 from cvrl_jax.objectives import rho_config
 
-METHODS = ('cvrl',) + rho_config.METHODS
+PRETEXT_METHODS = ('vcop', 'shuffle_learn', 'opn', 'odd_one_out', 'order_transform')
+METHODS = ('cvrl',) + rho_config.METHODS + PRETEXT_METHODS
 NAMES = {'cvrl': 'CVRL', 'rho_simclr': 'ρSimCLR', 'rho_moco': 'ρMoCo', 'rho_byol': 'ρBYOL',
-         'rho_swav': 'ρSwAV'}
+         'rho_swav': 'ρSwAV', 'vcop': 'VCOP', 'shuffle_learn': 'Shuffle & Learn', 'opn': 'OPN',
+         'odd_one_out': 'Odd-One-Out', 'order_transform': 'order + transform'}
 RESULTS_FILE = 'results.json'
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Folder for every run and the table.')
@@ -59,12 +68,31 @@ def pretrain_config(method: str, data_dir: str, *, rho: int, epochs: Optional[in
     config = rho_config.load_demo_config(data_dir)
   elif method in rho_config.METHODS:
     config = rho_config.demo_config(method, data_dir, rho=rho)
+  elif method in PRETEXT_METHODS:
+    config = _pretext_demo_config(method, data_dir)
   else:
     raise ValueError(f'unknown method {method!r}; choose from {METHODS}')
   if epochs is not None:
     config.num_epochs = epochs
   config.num_train_steps = steps
   config.seed = seed
+  return config
+
+
+def _pretext_demo_config(method: str, data_dir: str) -> ml_collections.ConfigDict:
+  """configs/<method>_demo.py (its clip plan, head and optimiser) with the CVRL demo's backbone,
+  batch, epochs, seed and evaluation settings, so only the objective differs."""
+  path = os.path.join(rho_config.REPO_ROOT, 'configs', f'{method}_demo.py')
+  spec = importlib.util.spec_from_file_location(f'{method}_demo_config', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(data_dir)
+  cvrl = rho_config.load_demo_config(data_dir)
+  for key in ('batch_size', 'num_epochs', 'num_train_steps', 'seed', 'model', 'mesh', 'eval'):
+    config[key] = cvrl[key]
+  for key in ('eval_num_frames', 'eval_frame_stride', 'eval_image_size', 'eval_resize',
+              'eval_crop_size', 'eval_num_temporal_views', 'eval_num_spatial_views'):
+    config.data[key] = cvrl.data[key]
   return config
 
 
@@ -139,6 +167,7 @@ def _finished(workdir: str, key: str) -> Dict[str, float]:
 
 
 EVAL_JOBS = (('linear_eval', 'linear_cached_features/top1'), ('knn_eval', 'knn/top1'))
+RETRIEVAL_KEY = 'retrieval/top1'  # from the knn_eval job
 
 
 def evaluate(config: ml_collections.ConfigDict, encoder_dir: str, workdir: str, name: str,
@@ -155,6 +184,8 @@ def evaluate(config: ml_collections.ConfigDict, encoder_dir: str, workdir: str, 
       logging.info('=== %s: %s ===', name, job)
       results = jobs[job](eval_config(config, job, encoder_dir, linear_epochs), job_dir)
     top1[job] = results[key]
+    if job == 'knn_eval':
+      top1['retrieval'] = results.get(RETRIEVAL_KEY)
   return top1
 
 
@@ -170,8 +201,10 @@ def run_method(method: str, workdir: str, data_dir: str, *, rho: int, epochs: Op
   if not pretrained:
     logging.info('=== %s: pretraining ===', NAMES[method])
     pretrained = trainer.pretrain(config, pretrain_dir)
-  row = {'method': NAMES[method], 'rho': config.objective.get('rho', 2),
-         'steps_per_sec': training_speed(pretrain_dir), 'steps': pretrained['step']}
+  row = {'method': NAMES[method],
+         'rho': config.objective.get('rho', 2) if method not in PRETEXT_METHODS else None,
+         'steps_per_sec': training_speed(pretrain_dir), 'steps': pretrained['step'],
+         'pretext_accuracy': pretrained.get('train/pretext_accuracy')}
   row.update(evaluate(config, pretrain_dir, method_dir, NAMES[method], linear_epochs))
   return row
 
@@ -180,7 +213,8 @@ def random_init_row(workdir: str, data_dir: str, *, linear_epochs: int,
                     seed: int) -> Dict[str, Any]:
   """The same evaluations on a randomly initialised encoder: what pretraining must beat."""
   config = pretrain_config('cvrl', data_dir, rho=2, epochs=None, steps=0, seed=seed)
-  row = {'method': 'random init', 'rho': None, 'steps_per_sec': None, 'steps': 0}
+  row = {'method': 'random init', 'rho': None, 'steps_per_sec': None, 'steps': 0,
+         'pretext_accuracy': None}
   row.update(evaluate(config, '', paths.join(workdir, 'random_init'), 'random init',
                       linear_epochs))
   return row
@@ -189,8 +223,8 @@ def random_init_row(workdir: str, data_dir: str, *, linear_epochs: int,
 def summarize(runs: Sequence[Mapping[str, Any]]) -> Dict[str, Any]:
   """One table row from one method's runs (one per seed): per-seed values kept as lists."""
   row = {'method': runs[0]['method'], 'rho': runs[0]['rho']}
-  for key in ('linear_eval', 'knn_eval', 'steps_per_sec'):
-    row[key] = None if runs[0][key] is None else [r[key] for r in runs]
+  for key in ('pretext_accuracy', 'linear_eval', 'knn_eval', 'retrieval', 'steps_per_sec'):
+    row[key] = None if runs[0].get(key) is None else [r[key] for r in runs]
   return row
 
 
@@ -206,11 +240,13 @@ def _cell(values: Optional[Sequence[float]], scale: float, digits: int) -> str:
 
 
 def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
-  lines = ['| method | ρ | linear top-1 | kNN top-1 | steps/s |', '|---|---|---|---|---|']
+  lines = ['| method | ρ | pretext acc. | linear top-1 | kNN top-1 | retrieval top-1 | steps/s |',
+           '|---|---|---|---|---|---|---|']
   for r in rows:
     rho = '—' if r['rho'] is None else r['rho']
-    lines.append(f"| {r['method']} | {rho} | {_cell(r['linear_eval'], 100, 1)} | "
-                 f"{_cell(r['knn_eval'], 100, 1)} | {_cell(r['steps_per_sec'], 1, 2)} |")
+    lines.append(f"| {r['method']} | {rho} | {_cell(r.get('pretext_accuracy'), 100, 1)} | "
+                 f"{_cell(r['linear_eval'], 100, 1)} | {_cell(r['knn_eval'], 100, 1)} | "
+                 f"{_cell(r.get('retrieval'), 100, 1)} | {_cell(r['steps_per_sec'], 1, 2)} |")
   return '\n'.join(lines)
 
 

@@ -60,6 +60,8 @@ def model_config() -> ml_collections.ConfigDict:
   m.dtype = 'bfloat16'  # compute dtype; parameters stay float32
   m.remat = False
   m.conv_impl = 'auto'  # 'auto' | 'conv3d' | 'factorized'
+  m.stem_max_pool = True  # False: no max-pool after the stem (VCOP's R3D)
+  m.temporal_downsample = False  # basic blocks: stages 2-4 also stride 2 in time (VCOP's R3D)
   return m
 
 
@@ -76,9 +78,17 @@ def eval_config() -> ml_collections.ConfigDict:
   e.knn_k = 200
   e.knn_temperature = 0.07
   e.knn_mode = 'test_views'  # clips whose features are averaged per video: 'test_views' | 'center_clip'
+  # kNN / retrieval feature: 'pooled' (global average) | 'conv5_maxpool' (VCOP's: the last
+  # stage max-pooled over (1, 2, 2) windows, flattened)
+  e.knn_feature = 'pooled'
+  # Multi-view testing (linear_eval, finetune): average the views' 'softmax' | 'logits' (VCOP)
+  e.view_average = 'softmax'
   e.retrieval_ks = (1, 5, 10, 20, 50)
   e.finetune_dropout = 0.5  # before the classifier when fine-tuning
   e.monitor_max_examples = 0  # online kNN monitor: at most this many train/test videos (0 = all)
+  # linear_eval / finetune: train on this class-balanced, seeded fraction of the labelled training
+  # videos (1% / 10%: the semi-supervised protocol; cvrl_jax/evaluate/subsets.py).
+  e.label_fraction = 1.0
   return e
 
 
@@ -135,6 +145,8 @@ def base_config() -> ml_collections.ConfigDict:
   c.log_every_steps = 100
   c.profile = False  # a clu Profile trace of a few steps (TensorBoard 'profile' tab)
   c.knn_every_steps = 0  # > 0: the online kNN monitor (cvrl_jax.evaluate) every N steps
+  # > 0: pretext accuracy on held-out tuples of data.eval_files every N steps (pretext methods)
+  c.pretext_every_steps = 0
   c.eval = eval_config()
   c.lock()
   return c
@@ -153,8 +165,8 @@ _POSITIVE = ('batch_size', 'log_every_steps', 'optim.base_batch_size', 'checkpoi
              'data.num_frames', 'data.frame_stride', 'data.image_size')
 _NON_NEGATIVE = ('num_epochs', 'num_train_steps', 'optim.base_lr', 'optim.weight_decay',
                  'optim.warmup_epochs', 'optim.lars_trust_coefficient', 'checkpoint.every_steps',
-                 'checkpoint.keep_every_steps',
-                 'knn_every_steps', 'data.num_train_examples', 'data.num_classes')
+                 'checkpoint.keep_every_steps', 'knn_every_steps', 'pretext_every_steps',
+                 'data.num_train_examples', 'data.num_classes')
 
 
 def get(config: ml_collections.ConfigDict, dotted: str):
@@ -177,6 +189,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f'config.{key} must be >= 0, got {get(config, key)!r}.')
   if config.num_train_steps == 0 and config.num_epochs == 0:
     raise ValueError('Set config.num_epochs or config.num_train_steps to a positive value.')
+  if not 0.0 < config.eval.label_fraction <= 1.0:
+    raise ValueError('config.eval.label_fraction must be in (0, 1], got '
+                     f'{config.eval.label_fraction!r}.')
   every, keep_every = config.checkpoint.every_steps, config.checkpoint.keep_every_steps
   if keep_every > 0 and (every == 0 or keep_every % every):
     raise ValueError(f'config.checkpoint.keep_every_steps={keep_every} must be a multiple of '

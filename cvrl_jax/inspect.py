@@ -67,14 +67,14 @@ def sample_views(files: Sequence[str], *, num_videos: int, num_frames: int, fram
   """One pretraining batch of `num_videos` videos from the real pipeline (CVRL defaults)."""
   from cvrl_jax import config_lib  # pylint: disable=g-import-not-at-top
   from cvrl_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from cvrl_jax.data import plan as plan_lib  # pylint: disable=g-import-not-at-top
   cfg = config_lib.data_config()
   cfg.train_files = ','.join(files)
   cfg.num_frames, cfg.frame_stride, cfg.image_size = num_frames, frame_stride, image_size
   cfg.shuffle_buffer = max(num_videos, 16)
   iterator = pipeline.make_pretrain_iterator(
-      cfg, num_clips=2, sampler='cvrl_pair', crop_area_range=config_lib.CVRL_CROP_AREA_RANGE,
-      crop_aspect_range=config_lib.CVRL_CROP_ASPECT_RANGE, global_batch_size=num_videos, seed=seed, process_index=0,
-      process_count=1)
+      cfg, plan_lib.simple_plan('cvrl_pair', 2), global_batch_size=num_videos, seed=seed,
+      process_index=0, process_count=1)
   return next(iterator)
 
 

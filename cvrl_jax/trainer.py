@@ -50,6 +50,7 @@ PyTree = Any
 MonitorFn = Callable[[int, TrainState], Mapping[str, float]]
 MONITORS: dict[str, str] = {
     'knn_every_steps': 'cvrl_jax.evaluate.knn:make_online_monitor',
+    'pretext_every_steps': 'cvrl_jax.evaluate.pretext:make_online_monitor',
 }
 
 
@@ -104,6 +105,31 @@ class TrainStepParts:
     return self.lower(state).compile()
 
 
+# Salt of the per-example pretext keys (inputs['keys']): folded into the augmentation's base key,
+# so pretext draws are as deterministic as the augmentation and independent of it.
+PRETEXT_SALT = 0x70726574
+
+
+def batch_fields(plan, batch_size: int) -> dict[str, tuple[str, tuple[int, ...]]]:
+  """{name: (dtype, global shape)} of the arrays the train step takes from a host batch: the
+  plan's uint8 videos, the example keys, the plan's host fields and 'fits' when it skips."""
+  fields = {'video': ('uint8', (batch_size,) + plan.clip_shape),
+            'key': ('uint32', (batch_size, 2)),
+            **plan.field_shapes(batch_size)}
+  if plan.short_videos == 'skip':
+    fields['fits'] = ('bool', (batch_size,))
+  return fields
+
+
+def objective_inputs(plan, batch: Mapping[str, jax.Array], clips: jax.Array,
+                     pretext_rng: jax.Array) -> dict[str, jax.Array]:
+  """The inputs mapping of Objective.loss (objectives/base.py `Inputs`) for one global batch."""
+  inputs = {'clips': clips, 'keys': augment.example_keys(pretext_rng, batch['key'])}
+  for name in plan.host_fields + (('fits',) if 'fits' in batch else ()):
+    inputs[name] = batch[name]
+  return inputs
+
+
 def build_train_step(config: ml_collections.ConfigDict, mesh: Mesh,
                      objective: objective_base.Objective, num_steps: int,
                      steps_per_epoch: float) -> TrainStepParts:
@@ -111,12 +137,12 @@ def build_train_step(config: ml_collections.ConfigDict, mesh: Mesh,
 
   Sets the objective's training length (momentum / freeze schedules) and traces shapes only.
   """
-  spec = objective.spec
+  plan = objective.plan.resolve(config.data)
   objective.set_training_length(num_steps, steps_per_epoch)
-  clip_shape = (spec.num_clips, config.data.num_frames, config.data.image_size,
-                config.data.image_size, 3)
+  clip_shape = plan.clip_shape
   rng = jax.random.key(config.seed)
   init_rng, augment_rng, loss_rng = jax.random.split(rng, 3)
+  pretext_rng = jax.random.fold_in(augment_rng, PRETEXT_SALT)
   abstract_params = jax.eval_shape(
       lambda r: objective.init(r, jnp.zeros((2,) + clip_shape, jnp.float32))[0], init_rng)
   schedule = optim.learning_rate_schedule(config.optim, config.batch_size, steps_per_epoch,
@@ -137,11 +163,12 @@ def build_train_step(config: ml_collections.ConfigDict, mesh: Mesh,
   def train_step(state: TrainState, batch: Mapping[str, jax.Array]):
     step = state.step
     keys = augment.example_keys(augment_rng, batch['key'])
-    clips = augment.augment_batch(keys, batch['video'], spec.augment_policies)
+    clips = augment.augment_batch(keys, batch['video'], plan.augment_policies)
     clips = jax.lax.with_sharding_constraint(clips, batch_sharding)
+    inputs = objective_inputs(plan, batch, clips, pretext_rng)
 
     def loss_fn(params):
-      out = objective.loss(params, state.batch_stats, state.aux, clips,
+      out = objective.loss(params, state.batch_stats, state.aux, inputs,
                            jax.random.fold_in(loss_rng, step), step)
       return out.loss.astype(jnp.float32), (out.batch_stats, out.aux, out.metrics)
 
@@ -157,15 +184,15 @@ def build_train_step(config: ml_collections.ConfigDict, mesh: Mesh,
     aux = objective.update_aux(params, aux, step)
     metrics = {'loss': loss, **objective_metrics, 'learning_rate': schedule(step),
                'grad_norm': optax.tree.norm(grads), 'param_norm': optax.tree.norm(params)}
+    if 'fits' in batch:  # videos too short for the plan's span, left out of this step's loss
+      metrics['short_videos'] = jnp.sum(~batch['fits'])
     metrics = jax.tree.map(lambda m: jnp.asarray(m, jnp.float32), metrics)
     new_state = TrainState(step=step + 1, params=params, batch_stats=batch_stats, aux=aux,
                            opt_state=opt_state)
     return new_state, metrics
 
-  batch_spec = {
-      'video': jax.ShapeDtypeStruct((config.batch_size,) + clip_shape, jnp.uint8,
-                                    sharding=batch_sharding),
-      'key': jax.ShapeDtypeStruct((config.batch_size, 2), jnp.uint32, sharding=batch_sharding)}
+  batch_spec = {name: jax.ShapeDtypeStruct(shape, dtype, sharding=batch_sharding)
+                for name, (dtype, shape) in batch_fields(plan, config.batch_size).items()}
   return TrainStepParts(mesh=mesh, init_rng=init_rng, init_state=init_state,
                         abstract_state=abstract_state, state_sharding=state_sharding,
                         batch_spec=batch_spec, train_step=train_step, schedule=schedule, tx=tx)
@@ -206,10 +233,10 @@ def _pretrain_locked(config: ml_collections.ConfigDict, workdir: str,
   mesh = sharding.make_mesh(config.mesh)
   host_batch_size = sharding.check_batch_size(config.batch_size, mesh)
   objective = build_objective(config)
-  spec = objective.spec
+  plan = objective.plan
   logging.info('Mesh %s over %d devices (%d processes); global batch %d videos x %d clips, '
-               '%d per host.', dict(mesh.shape), mesh.size, jax.process_count(),
-               config.batch_size, spec.num_clips, host_batch_size)
+               '%d per host; sampler %r (%s).', dict(mesh.shape), mesh.size, jax.process_count(),
+               config.batch_size, plan.num_views, host_batch_size, plan.sampler, plan.ordering)
 
   # --------------------------------------------------------------------------------------------
   # The run's length, from the data.
@@ -262,9 +289,8 @@ def _pretrain_locked(config: ml_collections.ConfigDict, workdir: str,
   # Input: this host's share of each global batch (uint8 videos, key words, stream position).
   # --------------------------------------------------------------------------------------------
   train_iter = pipeline.make_pretrain_iterator(
-      config.data, num_clips=spec.num_clips, sampler=spec.sampler,
-      crop_area_range=spec.crop_area_range, crop_aspect_range=spec.crop_aspect_range,
-      global_batch_size=config.batch_size, seed=config.seed, start_position=start_position)
+      config.data, plan, global_batch_size=config.batch_size, seed=config.seed,
+      start_position=start_position)
   if restored is not None and is_chief:  # the records skipped before it (process 0's: results)
     train_iter.checks.restore(record.get(SKIPPED_RECORDS))
   if first_step == 0:
@@ -283,7 +309,7 @@ def _pretrain_locked(config: ml_collections.ConfigDict, workdir: str,
   # --------------------------------------------------------------------------------------------
   # Hooks: progress, profiler, online monitors, preemption.
   # --------------------------------------------------------------------------------------------
-  clips_per_step = config.batch_size * spec.num_clips
+  clips_per_step = config.batch_size * plan.num_views
   profiler = (periodic_actions.Profile(logdir=workdir, num_profile_steps=5,
                                        first_profile=first_step + 10, every_secs=None)
               if config.profile and is_chief else None)
@@ -332,8 +358,7 @@ def _pretrain_locked(config: ml_collections.ConfigDict, workdir: str,
       with jax.profiler.StepTraceAnnotation('train', step_num=step):
         batch = next(train_iter)
         position = tuple(int(v) for v in batch['position'])
-        global_batch = sharding.host_to_global(
-            {'video': batch['video'], 'key': batch['key']}, mesh)
+        global_batch = sharding.host_to_global({k: batch[k] for k in parts.batch_spec}, mesh)
         with jax.transfer_guard('disallow'):
           state, metrics = train_step(state, global_batch)
       pending.append((step, metrics))

@@ -138,10 +138,10 @@ def test_command_line_errors_are_one_sentence(flag, message, tmp_path):
 def test_augment_policies_override_the_objectives_own():
   from cvrl_jax.objectives import build_objective  # pylint: disable=g-import-not-at-top
   config = _load('demo')
-  assert build_objective(config).spec.augment_policies == ('cvrl_view1', 'cvrl_view2')
+  assert build_objective(config).plan.augment_policies == ('cvrl_view1', 'cvrl_view2')
   config.objective.augment_policies = ('flip_only', 'none')
-  spec = build_objective(config).spec
-  assert spec.augment_policies == ('flip_only', 'none') and spec.num_clips == 2
+  plan = build_objective(config).plan
+  assert plan.augment_policies == ('flip_only', 'none') and plan.num_views == 2
   config.objective.augment_policies = ('flip_only',)
   with pytest.raises(ValueError, match=r'augment_policies=\(.flip_only.,\): need one augmentation'):
     build_objective(config)
@@ -153,12 +153,12 @@ def test_augment_policies_override_the_objectives_own():
 def test_crop_ranges_override_the_objectives_own_and_bad_ones_fail():
   from cvrl_jax.objectives import build_objective  # pylint: disable=g-import-not-at-top
   config = _load('cvrl_r3d50_k400')
-  spec = build_objective(config).spec
-  assert (spec.crop_area_range, spec.crop_aspect_range) == ((0.3, 1.0), (0.5, 2.0))  # CVRL's
+  view = build_objective(config).plan.views[0]
+  assert (view.crop_area_range, view.crop_aspect_range) == ((0.3, 1.0), (0.5, 2.0))  # CVRL's
   config.objective.crop_area_range = (0.6, 1.0)
   config.objective.crop_aspect_range = (0.75, 1.333)
-  spec = build_objective(config).spec
-  assert (spec.crop_area_range, spec.crop_aspect_range) == ((0.6, 1.0), (0.75, 1.333))
+  for view in build_objective(config).plan.views:
+    assert (view.crop_area_range, view.crop_aspect_range) == ((0.6, 1.0), (0.75, 1.333))
   config.objective.crop_area_range = (0.8, 0.5)
   with pytest.raises(ValueError, match=r'crop_area_range=\(0.8, 0.5\).*0 < low <= high <= 1'):
     build_objective(config)

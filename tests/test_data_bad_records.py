@@ -11,6 +11,7 @@ from PIL import Image
 from cvrl_jax import config_lib
 from cvrl_jax.data import dmvr
 from cvrl_jax.data import pipeline
+from cvrl_jax.data import plan as plan_lib
 from cvrl_jax.data import records
 from train_testlib import env  # pylint: disable=unused-import
 
@@ -71,8 +72,8 @@ def _cfg(paths, **overrides):
 
 def _pretrain(cfg, start=(0, 0)):
   return pipeline.make_pretrain_iterator(
-      cfg, num_clips=2, sampler='cvrl_pair', global_batch_size=4, seed=0, start_position=start,
-      process_index=0, process_count=1, **CROP)
+      cfg, plan_lib.simple_plan('cvrl_pair', 2, **CROP), global_batch_size=4, seed=0,
+      start_position=start, process_index=0, process_count=1)
 
 
 def _eval(cfg, mode='center_clip', num_epochs=1):

@@ -19,6 +19,7 @@ from cvrl_jax import config_lib
 from cvrl_jax.data import clips as clips_lib
 from cvrl_jax.data import dmvr
 from cvrl_jax.data import pipeline
+from cvrl_jax.data import plan as plan_lib
 from cvrl_jax.data import sources
 from cvrl_jax.data import stream as stream_lib
 
@@ -68,8 +69,8 @@ def _cfg(files, **overrides):
 def _pretrain(cfg, num_batches, *, batch=4, seed=0, hosts=(0, 1), start=(0, 0), clips=2,
               sampler='cvrl_pair'):
   iterator = pipeline.make_pretrain_iterator(
-      cfg, num_clips=clips, sampler=sampler, global_batch_size=batch, seed=seed,
-      start_position=start, process_index=hosts[0], process_count=hosts[1], **CROP)
+      cfg, plan_lib.simple_plan(sampler, clips, **CROP), global_batch_size=batch, seed=seed,
+      start_position=start, process_index=hosts[0], process_count=hosts[1])
   return [next(iterator) for _ in range(num_batches)]
 
 
@@ -368,7 +369,7 @@ def test_bad_arguments_are_clear_errors(flat_files, tmp_path):
     _pretrain(_cfg([flat_files[0], '/nowhere/*.tfrecord']), 1)
   with pytest.raises(ValueError, match='batch size 5 .* hosts \\(2\\)'):
     _pretrain(cfg, 1, batch=5, hosts=(0, 2))
-  with pytest.raises(ValueError, match="Unknown sampler 'pairs'"):
+  with pytest.raises(ValueError, match="unknown sampler 'pairs'"):
     _pretrain(cfg, 1, sampler='pairs')
   with pytest.raises(ValueError, match="'cvrl_pair' sampler makes 2 clips"):
     _pretrain(cfg, 1, clips=3)

@@ -4,6 +4,7 @@ import pytest
 
 from cvrl_jax import config_lib
 from cvrl_jax.data import pipeline
+from cvrl_jax.data import plan as plan_lib
 from cvrl_jax.data import sources
 
 tfds = pytest.importorskip('tensorflow_datasets')
@@ -59,9 +60,8 @@ def test_pretraining_from_tfds_samples_real_frames(tfds_cfg):
       tfds_cfg, 'train', process_index=0, process_count=1, host_split='files')
   assert source.jpeg == tfds_cfg.tfds_name.endswith('jpeg')  # JPEG frames: decode-and-crop
   iterator = pipeline.make_pretrain_iterator(
-      tfds_cfg, num_clips=2, sampler='cvrl_pair', crop_area_range=(0.3, 1.0),
-      crop_aspect_range=(0.5, 2.0), global_batch_size=3, seed=0, process_index=0,
-      process_count=1)
+      tfds_cfg, plan_lib.simple_plan('cvrl_pair', 2), global_batch_size=3, seed=0,
+      process_index=0, process_count=1)
   batches = [next(iterator) for _ in range(4)]  # two epochs of the 6 train videos
   labels = np.concatenate([b['label'] for b in batches])
   assert sorted(labels[:6]) == sorted(labels[6:]) == list(range(TRAIN))

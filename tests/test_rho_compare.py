@@ -15,17 +15,28 @@ def test_every_method_gets_the_same_budget_data_and_evaluation():
              for m in compare.METHODS}
   cvrl = configs['cvrl']
   assert cvrl.objective.name == 'cvrl'
+  assert len(compare.METHODS) == 10
   for method, config in configs.items():
-    for key in ('batch_size', 'num_epochs', 'num_train_steps', 'seed', 'data', 'model', 'mesh'):
+    for key in ('batch_size', 'num_epochs', 'num_train_steps', 'seed', 'model', 'mesh', 'eval'):
       assert config[key] == cvrl[key], (method, key)
     assert (config.num_epochs, config.seed) == (4, 7)
-    if method != 'cvrl':
+    if method in compare.PRETEXT_METHODS:  # its own clip plan; the same videos and test clips
+      assert config.objective.name == method
+      for key, value in cvrl.data.items():
+        if key.startswith('eval_') or key.endswith('_files') or key == 'num_classes':
+          assert config.data[key] == value, (method, key)
+    else:
+      assert config.data == cvrl.data, method
+    if method in ('rho_moco', 'rho_byol', 'rho_simclr', 'rho_swav'):
       assert (config.objective.name, config.objective.rho) == (method, 3)
   evals = [compare.eval_config(configs[m], 'knn_eval', f'/runs/{m}', 10) for m in compare.METHODS]
   for e in evals:
     assert e.init_checkpoint.startswith('/runs/') and e.job == 'knn_eval'
-    for key in ('optim', 'eval', 'num_epochs', 'batch_size', 'data'):
+    for key in ('optim', 'eval', 'num_epochs', 'batch_size'):
       assert e[key] == evals[0][key], key
+    for key, value in evals[0].data.items():  # what the evaluators read (no pretraining clips)
+      if key.startswith('eval_') or key.endswith('_files') or key == 'num_classes':
+        assert e.data[key] == value, key
   recipe = evals[0]
   assert (recipe.optim.base_lr, recipe.optim.weight_decay, recipe.num_epochs) == (32.0, 0.0, 10)
   with pytest.raises(ValueError, match='unknown method'):
@@ -33,16 +44,21 @@ def test_every_method_gets_the_same_budget_data_and_evaluation():
 
 
 def test_table_and_stale_workdir(tmp_path):
-  runs = [{'method': 'ρMoCo', 'rho': 2, 'linear_eval': v, 'knn_eval': 0.3, 'steps_per_sec': 1.234}
-          for v in (0.40, 0.44, 0.48)]
+  runs = [{'method': 'ρMoCo', 'rho': 2, 'linear_eval': v, 'knn_eval': 0.3, 'retrieval': 0.5,
+           'steps_per_sec': 1.234, 'pretext_accuracy': None} for v in (0.40, 0.44, 0.48)]
   rows = [compare.summarize(runs),
+          compare.summarize([{'method': 'VCOP', 'rho': None, 'linear_eval': 0.2, 'knn_eval': 0.25,
+                              'retrieval': 0.3, 'steps_per_sec': 2.0, 'pretext_accuracy': 0.9}]),
           compare.summarize([{'method': 'random init', 'rho': None, 'linear_eval': 0.1,
-                              'knn_eval': 0.125, 'steps_per_sec': None}])]
+                              'knn_eval': 0.125, 'retrieval': 0.2, 'steps_per_sec': None,
+                              'pretext_accuracy': None}])]
   assert rows[0]['linear_eval'] == [0.40, 0.44, 0.48]
   assert compare.format_table(rows).splitlines() == [
-      '| method | ρ | linear top-1 | kNN top-1 | steps/s |', '|---|---|---|---|---|',
-      '| ρMoCo | 2 | 44.0 ± 4.0 | 30.0 ± 0.0 | 1.23 ± 0.00 |',  # sample standard deviation
-      '| random init | — | 10.0 | 12.5 | — |']
+      '| method | ρ | pretext acc. | linear top-1 | kNN top-1 | retrieval top-1 | steps/s |',
+      '|---|---|---|---|---|---|---|',
+      '| ρMoCo | 2 | — | 44.0 ± 4.0 | 30.0 ± 0.0 | 50.0 ± 0.0 | 1.23 ± 0.00 |',  # sample sd
+      '| VCOP | — | 90.0 | 20.0 | 25.0 | 30.0 | 2.00 |',
+      '| random init | — | — | 10.0 | 12.5 | 20.0 | — |']
   config = compare.pretrain_config('rho_moco', '/data', rho=2, epochs=2, steps=0, seed=0)
   compare._check_same_run(config, str(tmp_path))  # nothing there yet
   with open(os.path.join(tmp_path, 'config.json'), 'w') as f:

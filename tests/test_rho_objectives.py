@@ -78,7 +78,7 @@ def run_loss(objective, params, batch_stats, aux, clips, step=0):
   """The objective's LossOutput (as a dict) and, from the same compiled program, the online
   network's outputs on the clips in merge_views order."""
   def fn(params, batch_stats, aux, clips, step):
-    out = objective.loss(params, batch_stats, aux, clips, jax.random.key(2), step)
+    out = objective.loss(params, batch_stats, aux, {'clips': clips}, jax.random.key(2), step)
     outputs, _ = objective.network.apply({'params': params, 'batch_stats': batch_stats},
                                          base.merge_views(clips), train=True,
                                          mutable=['batch_stats'])
@@ -141,12 +141,14 @@ def test_demo_configs_share_the_cvrl_demo_budget():
 def test_specs_and_bad_values():
   for method in rho_config.METHODS:
     objective = build_objective(tiny_config(method, rho=3))
-    spec = objective.spec
-    assert (spec.num_clips, spec.sampler, spec.augment_policies) == (3, 'rho', ('aug_plus',) * 3)
-    assert spec.crop_area_range == (0.2, 0.766) and spec.crop_aspect_range == (0.75, 1.333)
+    plan = objective.plan
+    assert (plan.num_views, plan.sampler, plan.augment_policies) == (3, 'rho', ('aug_plus',) * 3)
+    assert plan.ordering == 'unordered'
+    for view in plan.views:
+      assert view.crop_area_range == (0.2, 0.766) and view.crop_aspect_range == (0.75, 1.333)
     # rho = 1: two views of the same frames (the paper's ablation without temporal persistence).
-    spec = build_objective(tiny_config(method, rho=1)).spec
-    assert (spec.num_clips, spec.sampler) == (2, 'same_start')
+    plan = build_objective(tiny_config(method, rho=1)).plan
+    assert (plan.num_views, plan.sampler, plan.ordering) == (2, 'same_start', 'same_start')
     with pytest.raises(ValueError, match='at least 1'):
       build_objective(tiny_config(method, rho=0))
   config = tiny_config('rho_swav')

@@ -50,13 +50,13 @@ def test_rho_sampler_shapes(env, rho):
   """rho clips per video through the real pipeline, each from its own start; rho = 1 (the paper's
   ablation without temporal persistence) is two views of the same frames."""
   config = _config(env.data, 'rho_byol', **{'objective.rho': rho})
-  spec = build_objective(config).spec
+  plan = build_objective(config).plan
   num_views = max(rho, 2)
-  assert (spec.num_clips, spec.sampler) == (num_views, 'rho' if rho > 1 else 'same_start')
+  assert (plan.num_views, plan.sampler) == (num_views, 'rho' if rho > 1 else 'same_start')
   batches = pipeline.make_pretrain_iterator(
-      config.data, num_clips=spec.num_clips, sampler=spec.sampler,
-      crop_area_range=(1.0, 1.0), crop_aspect_range=(1.0, 1.0),  # full frames: views differ
-      global_batch_size=8, seed=0, process_index=0, process_count=1)  # only in time
+      config.data, plan.replace_views(crop_area_range=(1.0, 1.0), crop_aspect_range=(1.0, 1.0)),
+      global_batch_size=8, seed=0, process_index=0, process_count=1)  # full frames: views
+  # differ only in time
   video = next(batches)['video']
   assert video.shape == (8, num_views, config.data.num_frames, 32, 32, 3)
   assert video.dtype == np.uint8

@@ -62,38 +62,100 @@ def resize_short_side(frames: tf.Tensor, short_side: int) -> tf.Tensor:
   return tf.cond(short == short_side, lambda: frames, resize)
 
 
+def sample_crop_window(encoded_frame: tf.Tensor, seed: tf.Tensor, *, jpeg: bool,
+                       area_range: Sequence[float], aspect_range: Sequence[float]) -> tf.Tensor:
+  """A random crop box (y, x, height, width) int32 [4] of a frame, drawn like
+  tf.image.sample_distorted_bounding_box (min_object_covered 0.1, 100 attempts, whole frame as
+  fallback), statelessly."""
+  begin, box_size, _ = tf.image.stateless_sample_distorted_bounding_box(
+      frame_shape(encoded_frame, jpeg), bounding_boxes=tf.constant([_WHOLE_IMAGE], tf.float32),
+      seed=seed, min_object_covered=0.1, aspect_ratio_range=tuple(aspect_range),
+      area_range=tuple(area_range), max_attempts=100, use_image_if_no_bounding_boxes=True)
+  return tf.stack([begin[0], begin[1], box_size[0], box_size[1]])
+
+
 def random_resized_crop_clip(encoded: tf.Tensor, seed: tf.Tensor, *, jpeg: bool, size: int,
                              area_range: Sequence[float],
                              aspect_range: Sequence[float]) -> tf.Tensor:
   """One clip: a single random box for all its frames (decode-and-crop), resized to size x size.
 
-  The box is drawn like tf.image.sample_distorted_bounding_box (min_object_covered 0.1,
-  100 attempts, whole frame as fallback), statelessly. JPEG frames of another size than the
-  first fail (the record is then bad, cvrl_jax/data/records.py) rather than being cut elsewhere.
+  JPEG frames of another size than the first fail (the record is then bad,
+  cvrl_jax/data/records.py) rather than being cut elsewhere.
   """
   if jpeg:
     encoded = records.same_size_frames(encoded)
-  begin, box_size, _ = tf.image.stateless_sample_distorted_bounding_box(
-      frame_shape(encoded[0], jpeg), bounding_boxes=tf.constant([_WHOLE_IMAGE], tf.float32),
-      seed=seed, min_object_covered=0.1, aspect_ratio_range=tuple(aspect_range),
-      area_range=tuple(area_range), max_attempts=100, use_image_if_no_bounding_boxes=True)
-  window = tf.stack([begin[0], begin[1], box_size[0], box_size[1]])
+  window = sample_crop_window(encoded[0], seed, jpeg=jpeg, area_range=area_range,
+                              aspect_range=aspect_range)
   return resize_bilinear(decode(encoded, jpeg, window), [size, size])
 
 
 def random_clips_fn(*, starts_fn, num_clips: int, clip_len: int, stride: int, size: int,
                     area_range, aspect_range, jpeg: bool):
   """Views fn: `num_clips` clips at sampled starts, each with its own random resized crop."""
+  views_fn, shape = _random_views_fn(
+      starts_fn=starts_fn, num_clips=num_clips, clip_len=clip_len, stride=stride, size=size,
+      area_ranges=(area_range,) * num_clips, aspect_ranges=(aspect_range,) * num_clips,
+      jpeg=jpeg)
+  return (lambda frames, seed: views_fn(frames, seed)['video']), shape
+
+
+def _random_views_fn(*, starts_fn, num_clips: int, clip_len: int, stride: int, size: int,
+                     area_ranges, aspect_ranges, jpeg: bool, shared_crop: bool = False):
+  """Views fn -> {'video', 'view_starts', 'video_length', 'crop_boxes'}; view v is cropped with
+  area_ranges[v] / aspect_ranges[v], or every view with view 0's box when shared_crop."""
   def views(frames, seed):
     temporal_seed, crop_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
     length = tf.size(frames)
-    indices = sampling.clip_indices(starts_fn(temporal_seed, length), clip_len, stride, length)
+    starts = starts_fn(temporal_seed, length)
+    indices = sampling.clip_indices(starts, clip_len, stride, length)
     crop_seeds = tf.random.experimental.stateless_split(crop_seed, num_clips)
-    clips = [random_resized_crop_clip(tf.gather(frames, indices[v]), crop_seeds[v], jpeg=jpeg,
-                                       size=size, area_range=area_range, aspect_range=aspect_range)
-             for v in range(num_clips)]
-    return tf.stack(clips)
+    clips, boxes = [], []
+    for v in range(num_clips):
+      encoded = tf.gather(frames, indices[v])
+      if jpeg:  # frames of another size than the first make the record bad (data/records.py)
+        encoded = records.same_size_frames(encoded)
+      if shared_crop and v:
+        window = boxes[0]
+      else:
+        window = sample_crop_window(encoded[0], crop_seeds[v], jpeg=jpeg,
+                                    area_range=area_ranges[v], aspect_range=aspect_ranges[v])
+      clips.append(resize_bilinear(decode(encoded, jpeg, window), [size, size]))
+      boxes.append(window)
+    return {'video': tf.stack(clips), 'view_starts': tf.cast(starts, tf.int32),
+            'video_length': tf.cast(length, tf.int32), 'crop_boxes': tf.stack(boxes)}
   return views, (num_clips, clip_len, size, size, 3)
+
+
+def plan_views_fn(plan, jpeg: bool):
+  """Views fn of a resolved ClipPlan (data/plan.py) -> {'video', 'view_starts', 'video_length',
+  'crop_boxes', 'fits'}: its sampler's starts, a random resized crop per view with that view's
+  ranges; 'fits' is False when the video is shorter than the sampler's span."""
+  sampler = sampling.get_sampler(plan.sampler)
+  _, clip_len, size, _, _ = plan.clip_shape
+  stride = plan.views[0].stride
+  num_views = plan.num_views
+  params = dict(plan.sampler_params)
+  min_length = plan.min_length
+  views_fn, shape = _random_views_fn(
+      starts_fn=lambda s, n: sampler.starts(s, n, num_views, clip_len, stride, params),
+      num_clips=num_views, clip_len=clip_len, stride=stride, size=size,
+      area_ranges=[v.crop_area_range for v in plan.views],
+      aspect_ranges=[v.crop_aspect_range for v in plan.views], jpeg=jpeg,
+      shared_crop=plan.shared_crop)
+
+  def views(frames, seed):
+    out = views_fn(frames, seed)
+    out['fits'] = (tf.constant(True) if min_length is None
+                   else out['video_length'] >= min_length)
+    return out
+  return views, shape
+
+
+def video_id(record: tf.Tensor) -> tf.Tensor:
+  """uint32 [2]: the 64-bit fingerprint of the raw record, the same for a video in every epoch,
+  on every host and after any shuffle."""
+  fingerprint = tf.fingerprint(tf.reshape(record, [1]))[0]  # uint8 [8]
+  return tf.bitcast(tf.reshape(fingerprint, [2, 4]), tf.uint32)
 
 
 def test_views_fn(*, num_temporal: int, num_spatial: int, clip_len: int, stride: int,
@@ -131,8 +193,15 @@ def center_clip_fn(*, clip_len: int, stride: int, resize: int, size: int, jpeg: 
   return views, (1, clip_len, size, size, 3)
 
 
-def example_fn(source, views_fn, video_shape, *, seed: int, key_fn):
-  """Raw element -> {'video', 'label', 'key'} (+ 'position', 'mask' when the element has them)."""
+def example_fn(source, views_fn, video_shape, *, seed: int, key_fn, keep_fields=(),
+               field_specs=None):
+  """Raw element -> {'video', 'label', 'key'} (+ 'position', 'mask' when the element has them).
+
+  A views fn that returns a dict (plan_views_fn) adds its fields named in `keep_fields`
+  (data/plan.py's HOST_FIELDS, 'fits'), and 'video_id' when asked for; padding elements then
+  need `field_specs` {name: (dtype, shape)} (zeros; 'fits' False).
+  """
+  keep_fields = tuple(keep_fields)
   def process(ex):
     parsed = source.parse(ex)
     key = key_fn(ex)
@@ -140,11 +209,21 @@ def example_fn(source, views_fn, video_shape, *, seed: int, key_fn):
     with tf.control_dependencies([tf.debugging.assert_positive(tf.size(frames),
                                                                message=_NO_FRAMES_MESSAGE)]):
       video = views_fn(frames, stream_lib.example_seed(seed, key))
-    return {'video': tf.ensure_shape(video, video_shape), 'label': parsed['label'], 'key': key}
+    fields = {}
+    if isinstance(video, dict):  # a plan's views fn: the video and its host fields
+      fields = {k: v for k, v in video.items() if k != 'video'}
+      fields['video_id'] = video_id(ex['record'])
+      fields = {k: v for k, v in fields.items() if k in keep_fields}
+      video = video['video']
+    return {'video': tf.ensure_shape(video, video_shape), 'label': parsed['label'], 'key': key,
+            **fields}
 
   def pad(ex):
+    del ex
+    fields = {name: tf.zeros(shape, dtype) for name, (dtype, shape) in (field_specs or {}).items()
+              if name in keep_fields}
     return {'video': tf.zeros(video_shape, tf.uint8), 'label': tf.constant(0, tf.int32),
-            'key': tf.constant([stream_lib.PAD_KEY, stream_lib.PAD_KEY], tf.uint32)}
+            'key': tf.constant([stream_lib.PAD_KEY, stream_lib.PAD_KEY], tf.uint32), **fields}
 
   def fn(ex):
     if 'valid' in ex:

@@ -35,6 +35,7 @@ import tensorflow as tf
 
 from cvrl_jax import config_lib
 from cvrl_jax.data import clips
+from cvrl_jax.data import plan as plan_lib
 from cvrl_jax.data import records
 from cvrl_jax.data import sampling
 from cvrl_jax.data import sources
@@ -70,41 +71,15 @@ class DataIterator:
     return self.checks(batch) if self.checks is not None else batch
 
 
-def _check_range(name: str, values: Sequence[float], low: float,
-                 high: float) -> tuple[float, float]:
-  values = tuple(float(v) for v in values)
-  if len(values) != 2 or not low <= values[0] <= values[1] <= high:
-    raise ValueError(f'{name} must be (min, max) with {low} <= min <= max <= {high}; got {values}.')
-  return values
-
-
-def make_pretrain_dataset(data_cfg, *, num_clips: int, sampler: str,
-                          crop_area_range: Sequence[float], crop_aspect_range: Sequence[float],
-                          global_batch_size: int, seed: int,
-                          start_position: Sequence[int] = (0, 0), process_index: int | None = None,
+def make_pretrain_dataset(data_cfg, plan: plan_lib.ClipPlan, *, global_batch_size: int,
+                          seed: int, start_position: Sequence[int] = (0, 0),
+                          process_index: int | None = None,
                           process_count: int | None = None) -> tuple[tf.data.Dataset, Any]:
   """The pretraining tf.data pipeline and its source (see `make_pretrain_iterator`); its batches
   also carry records.FIELDS and 'skipped', which the iterator's records.SkipCounter consumes."""
   process_index, process_count = stream_lib.hosts(process_index, process_count)
   host_batch = stream_lib.host_batch(global_batch_size, process_count)
-  area = _check_range('crop_area_range', crop_area_range, 0.0, 1.0)
-  aspect = _check_range('crop_aspect_range', crop_aspect_range, 0.0, float('inf'))
-  clip_len, stride = int(data_cfg.num_frames), int(data_cfg.frame_stride)
-  if sampler == 'cvrl_pair':
-    if num_clips != 2:
-      raise ValueError(f"The 'cvrl_pair' sampler makes 2 clips; num_clips is {num_clips}.")
-    power = float(data_cfg.sampling_power)
-    starts_fn = lambda s, n: sampling.cvrl_pair_starts(s, n, clip_len, stride, power)
-  elif sampler == 'rho':
-    if num_clips < 1:
-      raise ValueError(f"The 'rho' sampler needs num_clips >= 1; got {num_clips}.")
-    distance = int(data_cfg.rho_max_distance)
-    starts_fn = lambda s, n: sampling.rho_starts(s, n, num_clips, clip_len, stride, distance)
-  elif sampler == 'same_start':
-    starts_fn = lambda s, n: sampling.same_starts(s, n, num_clips, clip_len, stride)
-  else:
-    raise ValueError(f"Unknown sampler {sampler!r}; expected 'cvrl_pair', 'rho' or "
-                     "'same_start'.")
+  plan = plan.resolve(data_cfg)
 
   source = sources.make_source(data_cfg, 'train', process_index=process_index,
                                process_count=process_count, host_split=data_cfg.host_split)
@@ -117,38 +92,78 @@ def make_pretrain_dataset(data_cfg, *, num_clips: int, sampler: str,
                                         host_batch=host_batch, process_index=process_index)
   else:
     stream = stream.map(lambda ex: dict(ex, position=tf.stack([ex['epoch'], ex['index'] + 1])))
-  views_fn, shape = clips.random_clips_fn(
-      starts_fn=starts_fn, num_clips=num_clips, clip_len=clip_len, stride=stride,
-      size=int(data_cfg.image_size), area_range=area, aspect_range=aspect, jpeg=source.jpeg)
+  views_fn, shape = clips.plan_views_fn(plan, jpeg=source.jpeg)
+  keep = plan.host_fields + (('fits',) if plan.short_videos == 'skip' else ())
   example_fn = clips.example_fn(
       source, views_fn, shape, seed=seed,
-      key_fn=stream_lib.key_fn(data_cfg.host_split, process_index, process_count))
+      key_fn=stream_lib.key_fn(data_cfg.host_split, process_index, process_count),
+      keep_fields=keep)
   examples = records.skip_bad(records.guarded_map(stream, example_fn,
                                                   stream_lib.parallel(data_cfg)))
   return stream_lib.finish(examples, data_cfg, host_batch), source
 
 
-def make_pretrain_iterator(data_cfg, *, num_clips: int, sampler: str,
-                           crop_area_range: Sequence[float], crop_aspect_range: Sequence[float],
-                           global_batch_size: int, seed: int,
-                           start_position: Sequence[int] = (0, 0), process_index: int | None = None,
+def make_pretrain_iterator(data_cfg, plan: plan_lib.ClipPlan, *, global_batch_size: int,
+                           seed: int, start_position: Sequence[int] = (0, 0),
+                           process_index: int | None = None,
                            process_count: int | None = None) -> DataIterator:
-  """Endless pretraining batches of `num_clips` clips per video for this host.
+  """Endless pretraining batches of the clip plan's views for this host (docs/objectives.md).
 
   Yields {'video': uint8 [B_host, V, T, H, W, 3], 'label': int32 [B_host], 'key': uint32
-  [B_host, 2], 'position': int64 [2]}, with T = data_cfg.num_frames at data_cfg.frame_stride and
-  H = W = data_cfg.image_size. `sampler` is 'cvrl_pair' (V = 2), 'rho' (V = num_clips, starts
-  at most data_cfg.rho_max_distance apart when that is > 0) or 'same_start' (V = num_clips crops
-  of one clip). Passing a batch's 'position' as
-  `start_position` continues with the next batch exactly. Process index/count default to JAX's.
+  [B_host, 2], 'position': int64 [2]} plus the plan's host fields (data/plan.py HOST_FIELDS) and,
+  when the plan skips short videos, 'fits' bool [B_host] (False: shorter than the sampler's span;
+  the objective leaves it out of its loss). V, T, H = W and the sampler come from the plan,
+  resolved against data_cfg. Passing a batch's 'position' as `start_position` continues with
+  the next batch exactly. Process index/count default to JAX's.
   """
   dataset, source = make_pretrain_dataset(
-      data_cfg, num_clips=num_clips, sampler=sampler, crop_area_range=crop_area_range,
-      crop_aspect_range=crop_aspect_range, global_batch_size=global_batch_size, seed=seed,
+      data_cfg, plan, global_batch_size=global_batch_size, seed=seed,
       start_position=start_position, process_index=process_index, process_count=process_count)
   process_index, process_count = stream_lib.hosts(process_index, process_count)
   return DataIterator(dataset, source, records.SkipCounter(
       data_cfg, source, process_index=process_index, process_count=process_count))
+
+
+def make_plan_eval_iterator(data_cfg, plan: plan_lib.ClipPlan, *, global_batch_size: int,
+                            seed: int, max_examples: int = 0, process_index: int | None = None,
+                            process_count: int | None = None) -> DataIterator:
+  """One pass over data_cfg.eval_files cut by a pretraining clip plan: held-out tuples for the
+  pretext-accuracy monitor. The same tuples every time (file order, fixed seed); the last
+  batches are padded ('mask' False, as make_eval_iterator's). Each batch has the plan's fields
+  and 'fits' (False for padding and for videos shorter than the plan's span). max_examples > 0:
+  at most that many videos over all hosts."""
+  process_index, process_count = stream_lib.hosts(process_index, process_count)
+  host_batch = stream_lib.host_batch(global_batch_size, process_count)
+  plan = plan.resolve(data_cfg)
+  source = sources.make_source(data_cfg, 'eval', process_index=process_index,
+                               process_count=process_count, host_split=data_cfg.host_split)
+  source.check_readable()
+  stream = stream_lib.raw_stream(source, seed=seed, start_position=(0, 0), num_epochs=1,
+                                 shuffle=False, shuffle_buffer=data_cfg.shuffle_buffer)
+  if max_examples > 0:
+    per_host = max_examples if data_cfg.host_split == 'records' else math.ceil(
+        max_examples / process_count)
+    stream = stream.take(per_host)
+  stream = stream_lib.with_padding(stream)
+  if data_cfg.host_split == 'records':
+    stream = stream_lib.keep_host_slice(stream, global_batch=global_batch_size,
+                                        host_batch=host_batch, process_index=process_index)
+    stream = stream.map(lambda ex: {k: v for k, v in ex.items() if k != 'position'})
+  counts = source.host_counts(1)
+  if max_examples > 0:
+    counts = [min(c, max_examples) for c in counts]
+  stream = stream.take(math.ceil(max(counts) / host_batch) * host_batch)
+  views_fn, shape = clips.plan_views_fn(plan, jpeg=source.jpeg)
+  specs = {name: (tf.as_dtype(dtype), shape[1:]) for name, (dtype, shape)
+           in plan.field_shapes(1).items()}
+  specs['fits'] = (tf.bool, ())
+  example_fn = clips.example_fn(
+      source, views_fn, shape, seed=seed,
+      key_fn=stream_lib.key_fn(data_cfg.host_split, process_index, process_count),
+      keep_fields=plan.host_fields + ('fits',), field_specs=specs)
+  examples = stream.map(example_fn, num_parallel_calls=stream_lib.parallel(data_cfg),
+                        deterministic=True)
+  return DataIterator(stream_lib.finish(examples, data_cfg, host_batch), source)
 
 
 def make_eval_dataset(data_cfg, *, split: str, mode: str, global_batch_size: int, seed: int,

@@ -11,6 +11,9 @@ number of starts whose clip fits), else L.
 """
 from __future__ import annotations
 
+import dataclasses
+from typing import Any, Callable, Mapping
+
 import numpy as np
 import tensorflow as tf
 
@@ -114,6 +117,186 @@ def same_starts(seed: tf.Tensor, video_len: tf.Tensor, num_clips: int, clip_len:
 def uniform_start(seed: tf.Tensor, video_len: tf.Tensor, clip_len: int, stride: int) -> tf.Tensor:
   """One uniformly random clip start (int32 [1]), as for linear-evaluation training clips."""
   return rho_starts(seed, video_len, 1, clip_len, stride)
+
+
+def consecutive_starts(seed: tf.Tensor, video_len: tf.Tensor, num_clips: int, clip_len: int,
+                       stride: int, gap: int = 0) -> tf.Tensor:
+  """num_clips clips one after the other in time (int32 [num_clips]), `gap` frames between the
+  last frame of one clip and the first frame of the next (VCOP: 3 x 16 frames, gap 8).
+
+  The tuple spans `consecutive_span` frames and is placed uniformly in the video; a video
+  shorter than the span puts the tuple at frame 0 (the caller skips those, see data/plan.py).
+  """
+  step = (clip_len - 1) * stride + 1 + gap
+  span = consecutive_span(num_clips, clip_len, stride, gap)
+  room = tf.maximum(tf.cast(video_len, tf.int32) - span + 1, 1)
+  first = tf.random.stateless_uniform([], seed, minval=0, maxval=room, dtype=tf.int32)
+  return first + step * tf.range(num_clips, dtype=tf.int32)
+
+
+def consecutive_span(num_clips: int, clip_len: int, stride: int, gap: int) -> int:
+  """Frames covered by `consecutive_starts`' tuple: num_clips clips plus the gaps between them."""
+  return num_clips * ((clip_len - 1) * stride + 1) + (num_clips - 1) * gap
+
+
+def ordered_starts(seed: tf.Tensor, video_len: tf.Tensor, num_clips: int, clip_len: int,
+                   stride: int, min_gap: int = 1, max_gap: int = 1) -> tf.Tensor:
+  """num_clips strictly increasing starts (int32 [num_clips]): each gap between consecutive
+  starts uniform in [min_gap, max_gap] frames, then the tuple placed uniformly in the video.
+
+  Single frames (clip_len 1) in time order serve Shuffle & Learn and OPN. A video too short for
+  the drawn gaps gets its gaps scaled down to fit (still increasing when the video has at least
+  `ordered_span(num_clips, clip_len, stride, min_gap)` frames; shorter ones are skipped).
+  """
+  gap_seed, offset_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+  gaps = tf.random.stateless_uniform([num_clips - 1], gap_seed, minval=min_gap,
+                                     maxval=max_gap + 1, dtype=tf.int32)
+  tail = (clip_len - 1) * stride + 1
+  video_len = tf.cast(video_len, tf.int32)
+  total = tf.reduce_sum(gaps)
+  fit = tf.maximum(video_len - tail, 0)
+  # Too long for the video: shrink every gap's excess over min_gap proportionally.
+  excess = tf.cast(gaps - min_gap, tf.float64)
+  room_for_excess = tf.cast(tf.maximum(fit - (num_clips - 1) * min_gap, 0), tf.float64)
+  total_excess = tf.cast(tf.maximum(total - (num_clips - 1) * min_gap, 1), tf.float64)
+  scaled = min_gap + tf.cast(tf.math.floor(excess * room_for_excess / total_excess), tf.int32)
+  gaps = tf.where(total > fit, scaled, gaps)
+  offsets = tf.concat([[0], tf.cumsum(gaps)], axis=0)
+  room = tf.maximum(video_len - tail - offsets[-1] + 1, 1)
+  first = tf.random.stateless_uniform([], offset_seed, minval=0, maxval=room, dtype=tf.int32)
+  return first + offsets
+
+
+def ordered_span(num_clips: int, clip_len: int, stride: int, min_gap: int) -> int:
+  """The fewest frames `ordered_starts` needs: every gap at min_gap, then the last clip."""
+  return (num_clips - 1) * min_gap + (clip_len - 1) * stride + 1
+
+
+# ----------------------------------------------------------------------------------------------
+# The sampler table: name -> Sampler. A pretraining clip plan (data/plan.py) names one; the
+# pipeline calls `sampler.starts(seed, video_len, num_clips, clip_len, stride, params)`.
+
+ORDERINGS = ('unordered', 'ordered', 'same_start')
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampler:
+  """A temporal sampler: its start function, the ordering it guarantees, its parameters.
+
+  fn(seed, video_len, num_clips, clip_len, stride, **params) -> int32 [num_clips] starts.
+  params: the parameter names and their defaults; a default that is a string names the
+    config.data key it is read from (so CVRL's and the rho configs keep their keys).
+  check(num_clips, clip_len, stride, params): raises ValueError naming a bad parameter.
+  min_length(num_clips, clip_len, stride, params): frames a video needs for the guarantee, or
+    None when any length works (indices past the end wrap around).
+  """
+  fn: Callable[..., tf.Tensor]
+  ordering: str
+  params: Mapping[str, Any]
+  check: Callable[..., None]
+  min_length: Callable[..., Any] = lambda num_clips, clip_len, stride, params: None
+
+  def resolve(self, name: str, params: Mapping[str, Any], data_cfg) -> dict[str, Any]:
+    """params with defaults filled in (from config.data where the default names a key)."""
+    unknown = sorted(set(params) - set(self.params))
+    if unknown:
+      raise ValueError(f'sampler {name!r} has no parameter {unknown[0]!r}; its parameters are '
+                       f'{sorted(self.params)}.')
+    out = {}
+    for key, default in self.params.items():
+      if key in params:
+        out[key] = params[key]
+      elif isinstance(default, str):
+        out[key] = data_cfg[default]
+      else:
+        out[key] = default
+    return out
+
+  def starts(self, seed: tf.Tensor, video_len: tf.Tensor, num_clips: int, clip_len: int,
+             stride: int, params: Mapping[str, Any]) -> tf.Tensor:
+    return self.fn(seed, video_len, num_clips, clip_len, stride, **params)
+
+
+def _check_pair(num_clips, clip_len, stride, params):
+  del clip_len, stride
+  if num_clips != 2:
+    raise ValueError(f"the 'cvrl_pair' sampler makes 2 clips, but the plan has {num_clips} views.")
+  if not float(params['power']) > 0:
+    raise ValueError(f"the 'cvrl_pair' sampler's power must be positive, got {params['power']}.")
+
+
+def _check_rho(num_clips, clip_len, stride, params):
+  del clip_len, stride
+  if num_clips < 1:
+    raise ValueError(f"the 'rho' sampler needs at least 1 view, got {num_clips}.")
+  if int(params['max_distance']) < 0:
+    raise ValueError(f"the 'rho' sampler's max_distance must be >= 0 (0: unlimited), got "
+                     f"{params['max_distance']}.")
+
+
+def _check_same(num_clips, clip_len, stride, params):
+  del clip_len, stride, params
+  if num_clips < 1:
+    raise ValueError(f"the 'same_start' sampler needs at least 1 view, got {num_clips}.")
+
+
+def _check_consecutive(num_clips, clip_len, stride, params):
+  del clip_len, stride
+  if num_clips < 2:
+    raise ValueError(f"the 'consecutive' sampler needs at least 2 views, got {num_clips}.")
+  if int(params['gap']) < 0:
+    raise ValueError(f"the 'consecutive' sampler's gap must be >= 0 frames, got {params['gap']}.")
+
+
+def _check_ordered(num_clips, clip_len, stride, params):
+  del clip_len, stride
+  if num_clips < 2:
+    raise ValueError(f"the 'ordered' sampler needs at least 2 views, got {num_clips}.")
+  low, high = int(params['min_gap']), int(params['max_gap'])
+  if not 1 <= low <= high:
+    raise ValueError(f"the 'ordered' sampler needs 1 <= min_gap <= max_gap, got min_gap={low}, "
+                     f"max_gap={high}.")
+
+
+def _fn_pair(seed, video_len, num_clips, clip_len, stride, power):
+  del num_clips
+  return cvrl_pair_starts(seed, video_len, clip_len, stride, float(power))
+
+
+def _fn_rho(seed, video_len, num_clips, clip_len, stride, max_distance):
+  return rho_starts(seed, video_len, num_clips, clip_len, stride, int(max_distance))
+
+
+def _fn_consecutive(seed, video_len, num_clips, clip_len, stride, gap):
+  return consecutive_starts(seed, video_len, num_clips, clip_len, stride, int(gap))
+
+
+def _fn_ordered(seed, video_len, num_clips, clip_len, stride, min_gap, max_gap):
+  return ordered_starts(seed, video_len, num_clips, clip_len, stride, int(min_gap), int(max_gap))
+
+
+SAMPLERS: dict[str, Sampler] = {
+    # CVRL's decreasing-gap pair, in random order.
+    'cvrl_pair': Sampler(_fn_pair, 'unordered', {'power': 'sampling_power'}, _check_pair),
+    # Independent uniform starts, at most max_distance apart when > 0 (the rho-family).
+    'rho': Sampler(_fn_rho, 'unordered', {'max_distance': 'rho_max_distance'}, _check_rho),
+    # One start for every view (the rho = 1 ablation).
+    'same_start': Sampler(same_starts, 'same_start', {}, _check_same),
+    # Clips one after the other, a fixed gap apart (VCOP, Odd-One-Out, order + transform).
+    'consecutive': Sampler(
+        _fn_consecutive, 'ordered', {'gap': 0}, _check_consecutive,
+        lambda n, t, s, p: consecutive_span(n, t, s, int(p['gap']))),
+    # Strictly increasing starts with random gaps (Shuffle & Learn, OPN).
+    'ordered': Sampler(
+        _fn_ordered, 'ordered', {'min_gap': 1, 'max_gap': 1}, _check_ordered,
+        lambda n, t, s, p: ordered_span(n, t, s, int(p['min_gap']))),
+}
+
+
+def get_sampler(name: str) -> Sampler:
+  if name not in SAMPLERS:
+    raise ValueError(f'unknown sampler {name!r}; choose one of {sorted(SAMPLERS)}.')
+  return SAMPLERS[name]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -74,17 +74,23 @@ def metric_writer(workdir: str) -> metric_writers.MetricWriter:
 
 
 class ClassifierEvaluator:
-  """Top-1/top-5 on the eval split, softmax averaged over the views of config.eval.test_mode
-  (the recipe's 10 temporal x 3 spatial views by default). big_vision's evaluator shape.
+  """Top-1/top-5 on the eval split, softmax (or with config.eval.view_average='logits' the
+  logits) averaged over the views of config.eval.test_mode (the recipe's 10 temporal x 3
+  spatial views by default). big_vision's evaluator shape.
 
   `logits_fn(variables, video uint8 [B, V, T, H, W, 3]) -> logits [B, V, classes]`.
   """
 
   def __init__(self, logits_fn: Callable[[PyTree, jax.Array], jax.Array],
                config: ml_collections.ConfigDict, mesh: Mesh, *, prefix: str):
+    how = config.eval.get('view_average', 'softmax')
+    if how not in views.VIEW_AVERAGES:
+      raise ValueError(f'config.eval.view_average must be one of {views.VIEW_AVERAGES}, got '
+                       f'{how!r}')
+
     def predict(variables, batch):
-      probs = views.average_view_probabilities(logits_fn(variables, batch['video']))
-      correct = views.topk_correct(probs, batch['label'], (1, 5))
+      scores = views.average_view_scores(logits_fn(variables, batch['video']), how)
+      correct = views.topk_correct(scores, batch['label'], (1, 5))
       return {'top1': correct[1], 'top5': correct[5]}
 
     self.config = config

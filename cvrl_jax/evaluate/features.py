@@ -28,11 +28,25 @@ PER_EXAMPLE_KEYS = ('video', 'label', 'key', 'mask')
 EVAL_MODES = ('train_clip', 'test_views', 'center_clip')
 
 
-def backbone_features(backbone: nn.Module, variables: PyTree, video: jax.Array) -> jax.Array:
-  """uint8 video [B, V, T, H, W, 3] -> float32 features [B, V, C], BN in inference mode."""
+# 'pooled': the backbone's global-average-pooled features (CVRL's); 'conv5_maxpool': the last
+# stage's output max-pooled over (1, 2, 2) windows and flattened (VCOP's retrieval feature).
+FEATURES = ('pooled', 'conv5_maxpool')
+
+
+def backbone_features(backbone: nn.Module, variables: PyTree, video: jax.Array,
+                      feature: str = 'pooled') -> jax.Array:
+  """uint8 video [B, V, T, H, W, 3] -> float32 features [B, V, D], BN in inference mode."""
+  if feature not in FEATURES:
+    raise ValueError(f'config.eval.knn_feature must be one of {FEATURES}, got {feature!r}')
   b, v = video.shape[:2]
   clips = augment.to_float(video.reshape((b * v,) + video.shape[2:]))
-  features = backbone.apply(variables, clips, train=False)
+  if feature == 'pooled':
+    features = backbone.apply(variables, clips, train=False)
+  else:
+    _, stages = backbone.apply(variables, clips, train=False, return_stages=True)
+    pooled = nn.max_pool(stages['stage4'].astype(np.float32), (1, 2, 2), strides=(1, 2, 2),
+                         padding='VALID')
+    features = pooled.reshape(b * v, -1)
   return features.reshape(b, v, -1).astype(np.float32)
 
 
@@ -109,11 +123,12 @@ def max_batches_for(max_examples: int, batch_size: int) -> int:
 
 
 @functools.lru_cache(maxsize=None)
-def feature_inference(backbone: nn.Module, mesh: Mesh) -> Inference:
+def feature_inference(backbone: nn.Module, mesh: Mesh, feature: str = 'pooled') -> Inference:
   """Inference giving {'features': float32 [B, C]}, the backbone's features averaged over views.
 
   One per (architecture, mesh) in a process, so jobs run one after another (the demo, a kNN
   monitor) reuse its compilations: Flax modules compare and hash by their attributes."""
   def predict(variables, batch):
-    return {'features': backbone_features(backbone, variables, batch['video']).mean(axis=1)}
+    return {'features': backbone_features(backbone, variables, batch['video'],
+                                          feature).mean(axis=1)}
   return Inference(predict, mesh)

@@ -28,6 +28,7 @@ from cvrl_jax import sharding
 from cvrl_jax import run_utils
 from cvrl_jax.data import sources
 from cvrl_jax.evaluate import common
+from cvrl_jax.evaluate import subsets
 
 PyTree = Any
 TRAIN_POLICY = 'flip_only'
@@ -80,6 +81,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float
   backbone, encoder, _ = common.load_encoder(config, mesh)
   network = VideoClassifier(backbone=backbone, num_classes=config.data.num_classes,
                             dropout=config.eval.finetune_dropout)
+  config, _ = subsets.restrict_train_files(config, workdir)  # config.eval.label_fraction
   num_train = sources.num_examples(config.data, 'train')
   state, shardings, tx, schedule, num_steps = init_state(network, encoder, config, num_train, mesh)
   del encoder

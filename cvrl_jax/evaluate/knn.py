@@ -78,6 +78,14 @@ def retrieval_hits(neighbour_labels: jax.Array, query_labels: jax.Array, ks: Seq
   return {k: hit_within[:, min(k, n) - 1] for k in ks}
 
 
+def _weights_digest(variables: PyTree) -> list[float]:
+  """Per leaf sum and sum of squares: tells apart two checkpoints of one run (computed where the
+  leaves live, so sharded weights need no gather)."""
+  sums = jax.jit(lambda tree: [(jnp.sum(x.astype(jnp.float32)), jnp.sum(jnp.square(
+      x.astype(jnp.float32)))) for x in jax.tree_util.tree_leaves(tree)])(variables)
+  return [float(v) for pair in sums for v in pair]
+
+
 @functools.lru_cache(maxsize=None)
 def _scorer(mesh: Mesh, search_k: int, k: int, temperature: float, num_classes: int,
             retrieval_ks: Tuple[int, ...]) -> Callable[..., Dict[str, jax.Array]]:
@@ -178,13 +186,16 @@ class KnnEvaluator:
     self.mode = mode
     self.max_examples = max_examples
     self.cache_dir = cache_dir
-    self._inference = features.feature_inference(backbone, mesh)
+    self._inference = features.feature_inference(
+        backbone, mesh, config.eval.get('knn_feature', 'pooled'))
 
   def _features(self, variables: PyTree, split: str) -> Dict[str, np.ndarray]:
     """A split's features; with cache_dir, a finished pass is kept there and read back by a
     resumed job (a stop repeats only the pass it interrupted)."""
     cache = paths.join(self.cache_dir, f'{split}_features_{self.mode}.npz') if self.cache_dir else ''
-    made_by = json.dumps(self.config.to_dict(), sort_keys=True, default=str)  # this job's config
+    # This job's config and weights: the same init_checkpoint path may hold newer weights later.
+    made_by = json.dumps({'config': self.config.to_dict(), 'weights': _weights_digest(variables)},
+                         sort_keys=True, default=str)
     if cache and _on_every_process(paths.exists(cache)):
       with np.load(io.BytesIO(paths.read_bytes(cache))) as stored:
         if str(stored['config']) == made_by:

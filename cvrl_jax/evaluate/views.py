@@ -19,6 +19,21 @@ def average_view_probabilities(logits: jax.Array) -> jax.Array:
   return jnp.mean(jax.nn.softmax(logits.astype(jnp.float32), axis=-1), axis=1)
 
 
+VIEW_AVERAGES = ('softmax', 'logits')
+
+
+def average_view_scores(logits: jax.Array, how: str = 'softmax') -> jax.Array:
+  """Logits [B, V, C] -> one score per class [B, C]: the views' softmax probabilities averaged
+  ('softmax', the CVRL recipe) or their logits averaged ('logits', VCOP's fine-tuning test)."""
+  if how not in VIEW_AVERAGES:
+    raise ValueError(f'config.eval.view_average must be one of {VIEW_AVERAGES}, got {how!r}')
+  if how == 'softmax':
+    return average_view_probabilities(logits)
+  if logits.ndim != 3:
+    raise ValueError(f'logits must be [videos, views, classes], got shape {logits.shape}')
+  return jnp.mean(logits.astype(jnp.float32), axis=1)
+
+
 def label_rank(scores: jax.Array, labels: jax.Array) -> jax.Array:
   """Rank of the true class among the scores: [B, C], [B] -> int32 [B] (0 = best).
 

@@ -7,9 +7,11 @@ CVRL's block specs): stem conv (kt, 7, 7) stride (ts, 2, 2), BN, ReLU, max-pool 
 (1, 1, 1) strided conv + BN where the shape changes. BN scales start at one (the reference does
 not zero-initialise the last BN of a block). There is no temporal stride after the stem.
 
-R3D-18/34 use basic blocks of two (3, 3, 3) convolutions, the common R3D definition (Hara et al.,
+R3D-10/18/34 use basic blocks of two (3, 3, 3) convolutions, the common R3D definition (Hara et al.,
 torchvision's r3d_18), with the same stem and, like the bottleneck networks here, spatial-only
-strides, so the temporal resolution stays what the stem leaves.
+strides, so the temporal resolution stays what the stem leaves. VCOP's R3D (docs/recipes/pretext.md)
+is depth 10 (one basic block per stage) with `stem_max_pool=False` and `temporal_downsample=True`
+(stages 2-4 stride 2 in time too) and a (3, 7, 7) stem of stride (1, 2, 2).
 
 All inputs are NDHWC. Parameters are float32; `dtype` sets the compute dtype (features are
 returned in float32).
@@ -26,6 +28,7 @@ import ml_collections
 from cvrl_jax.models import conv as conv_lib
 
 BLOCK_COUNTS = {
+    10: (1, 1, 1, 1),  # VCOP's R3D: one basic block per stage
     18: (2, 2, 2, 2),
     34: (3, 4, 6, 3),
     50: (3, 4, 6, 3),
@@ -79,17 +82,18 @@ class BasicBlock(nn.Module):
   spatial_stride: int
   conv: ModuleDef
   norm: ModuleDef
+  temporal_stride: int = 1
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-    s = self.spatial_stride
-    y = self.conv(self.filters, (3, 3, 3), (1, s, s), name='conv1')(x)
+    s, ts = self.spatial_stride, self.temporal_stride
+    y = self.conv(self.filters, (3, 3, 3), (ts, s, s), name='conv1')(x)
     y = nn.relu(self.norm(name='bn1')(y, use_running_average=not train))
     y = self.conv(self.filters, (3, 3, 3), name='conv2')(y)
     y = self.norm(name='bn2')(y, use_running_average=not train)
     shortcut = x
-    if x.shape[-1] != self.filters or s != 1:
-      shortcut = self.conv(self.filters, (1, 1, 1), (1, s, s), name='shortcut_conv')(x)
+    if x.shape[-1] != self.filters or s != 1 or ts != 1:
+      shortcut = self.conv(self.filters, (1, 1, 1), (ts, s, s), name='shortcut_conv')(x)
       shortcut = self.norm(name='shortcut_bn')(shortcut, use_running_average=not train)
     return nn.relu(y + shortcut)
 
@@ -105,6 +109,9 @@ class ResNet3D(nn.Module):
   dtype: Any = jnp.float32
   remat: bool = False
   conv_impl: str = 'auto'
+  stem_max_pool: bool = True
+  # Basic blocks only: stages 2-4 also halve the time axis (VCOP's R3D); CVRL's keep it.
+  temporal_downsample: bool = False
 
   @property
   def num_features(self) -> int:
@@ -140,7 +147,8 @@ class ResNet3D(nn.Module):
              (self.stem_temporal_kernel, 7, 7), (self.stem_temporal_stride, 2, 2),
              name='stem_conv')(x)
     x = nn.relu(norm(name='stem_bn')(x, use_running_average=not train))
-    x = nn.max_pool(x, (1, 3, 3), strides=(1, 2, 2), padding='SAME')
+    if self.stem_max_pool:
+      x = nn.max_pool(x, (1, 3, 3), strides=(1, 2, 2), padding='SAME')
     stages = {'stem': x}
     for i, num_blocks in enumerate(BLOCK_COUNTS[self.depth]):
       filters = scaled_width(STAGE_WIDTHS[i], self.width_multiplier)
@@ -150,6 +158,8 @@ class ResNet3D(nn.Module):
                       name=f'stage{i + 1}_block{j + 1}')
         if bottleneck:
           kwargs['temporal_kernel'] = BOTTLENECK_TEMPORAL_KERNELS[i]
+        elif self.temporal_downsample:
+          kwargs['temporal_stride'] = stride
         x = block_cls(**kwargs)(x, train)
       stages[f'stage{i + 1}'] = x
     features = jnp.mean(x.astype(jnp.float32), axis=(1, 2, 3))
@@ -170,6 +180,10 @@ def build_backbone(model_cfg: ml_collections.ConfigDict) -> ResNet3D:
   if not 0.0 <= model_cfg.bn_momentum < 1.0:
     raise ValueError(f'model.bn_momentum must be in [0, 1), got {model_cfg.bn_momentum}.')
   conv_lib.resolve_conv_impl(model_cfg.conv_impl)  # validates the name
+  temporal_downsample = bool(model_cfg.get('temporal_downsample', False))
+  if temporal_downsample and model_cfg.depth in BOTTLENECK_DEPTHS:
+    raise ValueError(f'model.temporal_downsample is for basic-block depths (10, 18, 34), not '
+                     f'depth {model_cfg.depth}.')
   return ResNet3D(
       depth=int(model_cfg.depth),
       width_multiplier=float(model_cfg.width_multiplier),
@@ -179,4 +193,6 @@ def build_backbone(model_cfg: ml_collections.ConfigDict) -> ResNet3D:
       bn_epsilon=float(model_cfg.bn_epsilon),
       dtype=DTYPES[model_cfg.dtype],
       remat=bool(model_cfg.remat),
-      conv_impl=model_cfg.conv_impl)
+      conv_impl=model_cfg.conv_impl,
+      stem_max_pool=bool(model_cfg.get('stem_max_pool', True)),
+      temporal_downsample=temporal_downsample)

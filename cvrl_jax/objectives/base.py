@@ -1,9 +1,10 @@
 """The objective interface that CVRL and every rho-family method implement.
 
-An objective declares what it needs (clips per video, how they are sampled, how each clip is
-augmented, extra state such as a momentum encoder or a queue) and computes its loss. The
-trainer, the data pipeline and the augmentation follow these declarations, so adding a method is
-one new module plus a config.
+An objective declares what it needs in a clip plan (`self.plan`, data/plan.py: the temporal
+sampler by name and its parameters, the views with their frames, size, augmentation policy and
+crop ranges, the per-example host fields it reads) plus extra state such as a momentum encoder or
+a queue, and computes its loss from one inputs mapping (`Inputs`). The trainer derives its batch
+from the plan, so adding a method is one new module plus a config (docs/objectives.md).
 
 State is split three ways, all pytrees of global jax arrays:
   params       trainable: {'backbone': ..., <head names>: ...}; gradients and the optimiser see it.
@@ -19,43 +20,19 @@ import flax.linen as nn
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from cvrl_jax import config_lib
+from cvrl_jax.data import plan as plan_lib
 
 PyTree = Any
 Metrics = Mapping[str, jax.Array]
 
 
-SAMPLERS = ('cvrl_pair', 'rho', 'same_start')
-
-
-@dataclasses.dataclass(frozen=True)
-class ObjectiveSpec:
-  """What an objective needs from the data pipeline and the augmentation."""
-  num_clips: int
-  # 'cvrl_pair': CVRL's decreasing-gap pair (num_clips == 2); 'rho': independent uniform starts;
-  # 'same_start': num_clips views of one clip (the rho = 1 ablation: no temporal persistence).
-  sampler: str
-  # One augmentation policy name per clip (see cvrl_jax.augment.POLICIES).
-  augment_policies: Tuple[str, ...]
-  # Host-side random resized crop ranges that go with the policy.
-  crop_area_range: Tuple[float, float] = config_lib.CVRL_CROP_AREA_RANGE
-  crop_aspect_range: Tuple[float, float] = config_lib.CVRL_CROP_ASPECT_RANGE
-
-  def __post_init__(self):
-    if self.sampler not in SAMPLERS:
-      raise ValueError(f'sampler must be one of {SAMPLERS}, got {self.sampler!r}')
-    if self.sampler == 'cvrl_pair' and self.num_clips != 2:
-      raise ValueError(f"the CVRL pair sampler makes 2 clips, but num_clips={self.num_clips}")
-    if len(self.augment_policies) != self.num_clips:
-      raise ValueError(f'need one augmentation policy per clip: {self.num_clips} clips, '
-                       f'{len(self.augment_policies)} policies {self.augment_policies}')
-    for name in ('crop_area_range', 'crop_aspect_range'):  # a config may give ints: (1, 1)
-      object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
-    area, aspect = self.crop_area_range, self.crop_aspect_range
-    if len(area) != 2 or not 0.0 < area[0] <= area[1] <= 1.0:
-      raise ValueError(f'crop_area_range must be (low, high) with 0 < low <= high <= 1, got {area}')
-    if len(aspect) != 2 or not 0.0 < aspect[0] <= aspect[1]:
-      raise ValueError(f'crop_aspect_range must be (low, high) with 0 < low <= high, got {aspect}')
+# The keys of the inputs mapping the trainer passes to Objective.loss (docs/objectives.md):
+#   'clips'  float32 [B, V, T, H, W, 3], the augmented views (V, T, H, W from the clip plan);
+#   'keys'   [B] PRNG keys, one per example, for pretext draws (permutations, transforms, ...):
+#            deterministic per example and epoch like the augmentation, independent of it;
+#   'fits'   bool [B], when the plan skips short videos: False rows must not count in the loss;
+#   and the plan's host fields (data/plan.py HOST_FIELDS), as global arrays [B, ...].
+Inputs = Mapping[str, jax.Array]
 
 
 @dataclasses.dataclass
@@ -69,7 +46,7 @@ class LossOutput:
 class Objective(abc.ABC):
   """Base class: a network (with a `backbone` sub-module) and the loss over its clips."""
 
-  spec: ObjectiveSpec
+  plan: plan_lib.ClipPlan
   network: nn.Module  # has a sub-module named 'backbone'
   # The run's length, for schedules inside the objective (momentum, frozen prototypes); the
   # trainer sets it with set_training_length() before init and before tracing the step.
@@ -103,9 +80,10 @@ class Objective(abc.ABC):
     return {}
 
   @abc.abstractmethod
-  def loss(self, params: PyTree, batch_stats: PyTree, aux: PyTree, clips: jax.Array,
+  def loss(self, params: PyTree, batch_stats: PyTree, aux: PyTree, inputs: Inputs,
            rng: jax.Array, step: jax.Array) -> LossOutput:
-    """Loss on augmented clips float [B, V, T, H, W, 3] (B is the global batch)."""
+    """Loss on one global batch: inputs['clips'] float [B, V, T, H, W, 3] and the other entries
+    of `Inputs` (B is the global batch)."""
 
   def update_aux(self, params: PyTree, aux: PyTree, step: jax.Array) -> PyTree:
     """Called after each optimiser update with the new params (momentum encoders, ...).

@@ -2,6 +2,7 @@
 import ml_collections
 
 from cvrl_jax import models
+from cvrl_jax.data import plan as plan_lib
 from cvrl_jax.models import heads
 from cvrl_jax.objectives import base
 from cvrl_jax.objectives import losses
@@ -18,18 +19,21 @@ class CVRL(base.Objective):
   def __init__(self, config: ml_collections.ConfigDict):
     oc = config.objective
     self.temperature = float(oc.temperature)
-    self.spec = base.ObjectiveSpec(  # crop ranges: ObjectiveSpec's defaults, which are CVRL's
-        num_clips=2, sampler='cvrl_pair', augment_policies=('cvrl_view1', 'cvrl_view2'))
+    # Two views from CVRL's pair sampler; frames, size and crop ranges: config.data's and CVRL's.
+    self.plan = plan_lib.ClipPlan(
+        sampler='cvrl_pair',
+        views=(plan_lib.ViewSpec('cvrl_view1'), plan_lib.ViewSpec('cvrl_view2')))
     projector = heads.MLP(
         hidden_dims=(oc.head_hidden_dim,) * oc.head_num_layers, output_dim=oc.head_output_dim,
         use_bn=True, bn_momentum=oc.head_bn_momentum, bn_epsilon=config.model.bn_epsilon)
     self.network = networks.BackboneWithProjector(
         backbone=models.build_backbone(config.model), projector=projector)
 
-  def loss(self, params, batch_stats, aux, clips, rng, step) -> base.LossOutput:
+  def loss(self, params, batch_stats, aux, inputs, rng, step) -> base.LossOutput:
     del rng, step
     (_, projections), updates = self.network.apply(
-        {'params': params, 'batch_stats': batch_stats}, base.merge_views(clips), train=True,
+        {'params': params, 'batch_stats': batch_stats}, base.merge_views(inputs['clips']),
+        train=True,
         mutable=['batch_stats'])
     z1, z2 = base.split_views(projections, 2)
     loss, metrics = losses.cvrl_contrastive_loss(z1, z2, self.temperature)

@@ -20,8 +20,8 @@ class RhoBYOL(base.Objective):
   def __init__(self, config: ml_collections.ConfigDict):
     oc = config.objective
     self.rho = int(oc.rho)
-    self.spec = rho_common.rho_spec(self.rho)
-    self.num_views = self.spec.num_clips  # rho; two views of one clip at rho = 1
+    self.plan = rho_common.rho_plan(self.rho)
+    self.num_views = self.plan.num_views  # rho; two views of one clip at rho = 1
     self.temperature = float(oc.temperature)
     backbone = models.build_backbone(config.model)
     projector = rho_common.projector(config)
@@ -40,9 +40,9 @@ class RhoBYOL(base.Objective):
     return {'target': self.target.init(params, batch_stats)}
 
   def loss(self, params: base.PyTree, batch_stats: base.PyTree, aux: base.PyTree,
-           clips: jax.Array, rng: jax.Array, step: jax.Array) -> base.LossOutput:
+           inputs: base.Inputs, rng: jax.Array, step: jax.Array) -> base.LossOutput:
     del rng
-    merged = base.merge_views(clips)
+    merged = base.merge_views(inputs['clips'])
     (_, _, predictions), updates = self.network.apply(
         {'params': params, 'batch_stats': batch_stats}, merged, train=True,
         mutable=['batch_stats'])

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from cvrl_jax import augment
+from cvrl_jax.data import plan as plan_lib
 from cvrl_jax.models import heads
 from cvrl_jax.objectives import base
 from cvrl_jax.objectives import momentum
@@ -25,7 +26,7 @@ PyTree = Any
 AUGMENT_POLICY = 'aug_plus'
 
 
-def rho_spec(rho: int) -> base.ObjectiveSpec:
+def rho_plan(rho: int) -> plan_lib.ClipPlan:
   """rho clips per video, independent uniform starts, every clip augmented with aug+.
 
   rho = 1 is the paper's ablation without temporal persistence: two aug+ views of one clip.
@@ -33,11 +34,10 @@ def rho_spec(rho: int) -> base.ObjectiveSpec:
   if rho < 1:
     raise ValueError(f'config.objective.rho must be at least 1 (clips per video), got {rho}')
   policy = augment.get_policy(AUGMENT_POLICY)
-  num_views = max(rho, 2)
-  return base.ObjectiveSpec(
-      num_clips=num_views, sampler='rho' if rho > 1 else 'same_start',
-      augment_policies=(AUGMENT_POLICY,) * num_views,
-      crop_area_range=policy.crop_area_range, crop_aspect_range=policy.crop_aspect_range)
+  view = plan_lib.ViewSpec(AUGMENT_POLICY, crop_area_range=policy.crop_area_range,
+                           crop_aspect_range=policy.crop_aspect_range)
+  return plan_lib.ClipPlan(sampler='rho' if rho > 1 else 'same_start',
+                           views=(view,) * max(rho, 2))
 
 
 def mlp(hidden_dim: int, num_hidden_layers: int, output_dim: int, use_bn: bool,

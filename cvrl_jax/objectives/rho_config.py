@@ -57,7 +57,7 @@ def set_method(config: ml_collections.ConfigDict, method: str) -> ml_collections
     # PyTorch's BatchNorm1d default (its momentum 0.1 is 0.9 in Flax's convention).
     objective.head_bn_momentum = 0.9
     base_objective = config_lib.base_config().objective
-    for key in objectives.SPEC_OVERRIDE_KEYS:  # their defaults (empty: the method's own)
+    for key in objectives.PLAN_OVERRIDE_KEYS:  # their defaults (empty: the method's own)
       objective[key] = base_objective[key]
     config.objective = objective
   config.optim.update(_OPTIMIZERS[method])

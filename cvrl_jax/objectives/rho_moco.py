@@ -40,8 +40,8 @@ class RhoMoCo(base.Objective):
   def __init__(self, config: ml_collections.ConfigDict):
     oc = config.objective
     self.rho = int(oc.rho)
-    self.spec = rho_common.rho_spec(self.rho)
-    self.num_views = self.spec.num_clips  # rho; two views of one clip at rho = 1
+    self.plan = rho_common.rho_plan(self.rho)
+    self.num_views = self.plan.num_views  # rho; two views of one clip at rho = 1
     self.temperature = float(oc.temperature)
     self.queue_size = int(oc.queue_size)
     if oc.queue_sharding not in QUEUE_SHARDINGS:
@@ -81,9 +81,9 @@ class RhoMoCo(base.Objective):
     return super().aux_shardings(default, mesh)
 
   def loss(self, params: base.PyTree, batch_stats: base.PyTree, aux: base.PyTree,
-           clips: jax.Array, rng: jax.Array, step: jax.Array) -> base.LossOutput:
+           inputs: base.Inputs, rng: jax.Array, step: jax.Array) -> base.LossOutput:
     del rng
-    merged = base.merge_views(clips)
+    merged = base.merge_views(inputs['clips'])
     (_, projections), updates = self.network.apply(
         {'params': params, 'batch_stats': batch_stats}, merged, train=True,
         mutable=['batch_stats'])

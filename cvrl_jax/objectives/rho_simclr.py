@@ -20,8 +20,8 @@ class RhoSimCLR(base.Objective):
   def __init__(self, config: ml_collections.ConfigDict):
     oc = config.objective
     self.rho = int(oc.rho)
-    self.spec = rho_common.rho_spec(self.rho)
-    self.num_views = self.spec.num_clips  # rho; two views of one clip at rho = 1
+    self.plan = rho_common.rho_plan(self.rho)
+    self.num_views = self.plan.num_views  # rho; two views of one clip at rho = 1
     self.temperature = float(oc.temperature)
     self.pairing = oc.pairing
     losses.clip_pairs(self.num_views, self.pairing)  # validates rho and pairing
@@ -29,10 +29,11 @@ class RhoSimCLR(base.Objective):
         backbone=models.build_backbone(config.model), projector=rho_common.projector(config))
 
   def loss(self, params: base.PyTree, batch_stats: base.PyTree, aux: base.PyTree,
-           clips: jax.Array, rng: jax.Array, step: jax.Array) -> base.LossOutput:
+           inputs: base.Inputs, rng: jax.Array, step: jax.Array) -> base.LossOutput:
     del rng, step
     (_, projections), updates = self.network.apply(
-        {'params': params, 'batch_stats': batch_stats}, base.merge_views(clips), train=True,
+        {'params': params, 'batch_stats': batch_stats}, base.merge_views(inputs['clips']),
+        train=True,
         mutable=['batch_stats'])
     z = rho_common.stack_views(projections, self.num_views)
     loss, metrics = losses.rho_simclr_loss(z, self.temperature, self.pairing)

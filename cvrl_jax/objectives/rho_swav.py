@@ -26,8 +26,8 @@ class RhoSwAV(base.Objective):
   def __init__(self, config: ml_collections.ConfigDict):
     oc = config.objective
     self.rho = int(oc.rho)
-    self.spec = rho_common.rho_spec(self.rho)
-    self.num_views = self.spec.num_clips  # rho; two views of one clip at rho = 1
+    self.plan = rho_common.rho_plan(self.rho)
+    self.num_views = self.plan.num_views  # rho; two views of one clip at rho = 1
     self.temperature = float(oc.temperature)
     self.pairing = oc.pairing
     self.epsilon = float(oc.sinkhorn_epsilon)
@@ -45,10 +45,11 @@ class RhoSwAV(base.Objective):
         num_prototypes=int(oc.num_prototypes))
 
   def loss(self, params: base.PyTree, batch_stats: base.PyTree, aux: base.PyTree,
-           clips: jax.Array, rng: jax.Array, step: jax.Array) -> base.LossOutput:
+           inputs: base.Inputs, rng: jax.Array, step: jax.Array) -> base.LossOutput:
     del rng, step
     (_, _, scores), updates = self.network.apply(
-        {'params': params, 'batch_stats': batch_stats}, base.merge_views(clips), train=True,
+        {'params': params, 'batch_stats': batch_stats}, base.merge_views(inputs['clips']),
+        train=True,
         mutable=['batch_stats'])
     loss, metrics = losses.swav_loss(rho_common.stack_views(scores, self.num_views),
                                      self.temperature,

@@ -17,32 +17,13 @@ test list): the number of classes is read from DIR/labels.txt (10, the digits, w
 yet), frames of any size are cropped (pretraining) or resized by the short side and centre-cropped
 (evaluation) to 32 x 32.
 """
-import os
-
 import ml_collections
 
 from cvrl_jax import config_lib
-from cvrl_jax.data import dmvr
 
 
 def get_config(data_dir: str = 'demo_data') -> ml_collections.ConfigDict:
-  config = config_lib.base_config()
-  config.data.train_files = os.path.join(data_dir, 'train-*-of-*.tfrecord')
-  config.data.eval_files = os.path.join(data_dir, 'test-*-of-*.tfrecord')
-  config.data.num_classes = len(dmvr.read_labels(data_dir) or range(10))
-  config.data.num_train_examples = 0  # counted from the files
-  config.data.num_frames = 8
-  config.data.frame_stride = 2
-  config.data.image_size = 32
-  config.data.shuffle_buffer = 256
-  config.data.eval_num_frames = 8
-  config.data.eval_image_size = 32
-  config.data.eval_resize = 32
-  config.data.eval_crop_size = 32
-
-  config.model.depth = 18
-  config.model.width_multiplier = 0.25
-  config.model.dtype = 'float32'  # CPUs have no fast bfloat16 convolutions
+  config = config_lib.demo_base_config(data_dir, num_frames=8, frame_stride=2)
 
   config.objective.head_hidden_dim = 256
   config.objective.head_output_dim = 64

@@ -4,6 +4,8 @@ A config file in configs/ calls `base_config()` and overrides what its experimen
 every config exposes the same keys and a misspelt override fails (ml_collections configs are
 locked against new keys after this function returns them).
 """
+import os
+
 import ml_collections
 
 # CVRL's random resized crop of every clip (docs/recipes/cvrl.md, "Augmentation"): box area 30-100% of the frame,
@@ -167,6 +169,31 @@ _NON_NEGATIVE = ('num_epochs', 'num_train_steps', 'optim.base_lr', 'optim.weight
                  'optim.warmup_epochs', 'optim.lars_trust_coefficient', 'checkpoint.every_steps',
                  'checkpoint.keep_every_steps', 'knn_every_steps', 'pretext_every_steps',
                  'data.num_train_examples', 'data.num_classes')
+
+
+def demo_base_config(data_dir: str, *, num_frames: int,
+                     frame_stride: int) -> ml_collections.ConfigDict:
+  """base_config() on the demo videos of `data_dir` (cvrl_jax.data.demo, or other videos converted
+  into that layout), with the demo's backbone: train/test shards, the number of classes from
+  labels.txt (10, the digits, before the data exists), 32 x 32 training and evaluation clips,
+  R3D-18 at a quarter width in float32. Every demo config in configs/ starts from it."""
+  from cvrl_jax.data import dmvr  # pylint: disable=g-import-not-at-top  (TensorFlow)
+  config = base_config()
+  config.data.train_files = os.path.join(data_dir, 'train-*-of-*.tfrecord')
+  config.data.eval_files = os.path.join(data_dir, 'test-*-of-*.tfrecord')
+  config.data.num_classes = len(dmvr.read_labels(data_dir) or range(10))
+  config.data.num_frames = num_frames
+  config.data.frame_stride = frame_stride
+  config.data.image_size = 32
+  config.data.shuffle_buffer = 256
+  config.data.eval_num_frames = 8
+  config.data.eval_image_size = 32
+  config.data.eval_resize = 32
+  config.data.eval_crop_size = 32
+  config.model.depth = 18
+  config.model.width_multiplier = 0.25
+  config.model.dtype = 'float32'  # CPUs have no fast bfloat16 convolutions
+  return config
 
 
 def get(config: ml_collections.ConfigDict, dotted: str):

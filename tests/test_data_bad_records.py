@@ -146,6 +146,21 @@ def test_evaluation_names_the_first_bad_record(files, mode):
   assert 'evaluation does not skip records' in message and '{{' not in message
 
 
+def test_an_online_monitor_leaves_bad_records_out(files, caplog):
+  """Pretraining's kNN monitor reads the training files too: a bad record there is left out of
+  its batch (mask False) with one warning, as pretraining skips it, instead of ending the run."""
+  mixed, _ = files
+  iterator = pipeline.make_eval_iterator(
+      _cfg([mixed], num_classes=100), split='eval', mode='center_clip', global_batch_size=4,
+      seed=0, num_epochs=1, process_index=0, process_count=1, skip_bad_records=True)
+  with caplog.at_level('WARNING'):
+    kept = np.concatenate([b['label'][np.asarray(b['mask'], bool)] for b in iterator]).tolist()
+  good = [i for i in range(NUM_MIXED) if i not in BAD]
+  assert set(good) <= set(kept) <= set(good) | {BAD_LABEL}
+  assert {(mixed, 2), (mixed, 5)} <= iterator.checks.left_out
+  assert f'leaves out record 2 of {mixed}' in caplog.text
+
+
 def _labelled_file(folder, labels, name='labels.tfrecord'):
   path = str(folder / name)
   examples = []

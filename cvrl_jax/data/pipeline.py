@@ -232,7 +232,8 @@ def make_eval_dataset(data_cfg, *, split: str, mode: str, global_batch_size: int
 def make_eval_iterator(data_cfg, *, split: str, mode: str, global_batch_size: int, seed: int,
                        num_epochs: int | None = 1, process_index: int | None = None,
                        process_count: int | None = None,
-                       start_position: Sequence[int] = (0, 0)) -> DataIterator:
+                       start_position: Sequence[int] = (0, 0),
+                       skip_bad_records: bool = False) -> DataIterator:
   """Evaluation batches for this host.
 
   Modes: 'train_clip' (one random clip of data_cfg.eval_num_frames at eval_frame_stride, random
@@ -252,5 +253,6 @@ def make_eval_iterator(data_cfg, *, split: str, mode: str, global_batch_size: in
       data_cfg, split=split, mode=mode, global_batch_size=global_batch_size, seed=seed,
       num_epochs=num_epochs, process_index=process_index, process_count=process_count,
       start_position=start_position)
-  return DataIterator(dataset, source, records.EvalChecks(data_cfg, source))
+  return DataIterator(dataset, source,
+                      records.EvalChecks(data_cfg, source, skip_bad=skip_bad_records))
 

@@ -201,13 +201,18 @@ def labels_per_folder(files) -> dict[str, int]:
 
 
 class EvalChecks:
-  """Evaluation batches: a bad record or label stops the job with one sentence naming it.
+  """Evaluation batches: a bad record or label stops the job with one sentence naming it (or,
+  with skip_bad, a bad record is left out of the batch: mask False).
 
   Also checks at construction that data.num_classes matches every labels.txt beside the files.
   """
 
-  def __init__(self, data_cfg, source):
+  def __init__(self, data_cfg, source, skip_bad: bool = False):
     self.num_classes = int(data_cfg.num_classes)
+    # An online monitor during pretraining (not a reported metric) leaves a bad record out of its
+    # batch instead, warning once per record, as pretraining itself skips it.
+    self.skip_bad = skip_bad
+    self.left_out: set[tuple[str, int]] = set()
     self._labels = labels_per_folder(getattr(source, 'files', ()))
     if self.num_classes > 0:
       for folder, count in self._labels.items():
@@ -221,6 +226,15 @@ class EvalChecks:
     files, indices, bad = (batch.pop(k) for k in FIELDS)
     batch.pop('skipped', None)
     real = np.asarray(batch.get('mask', np.ones(len(bad), bool)), bool)
+    if self.skip_bad:
+      for row in np.flatnonzero(real & np.asarray(bad, bool)):
+        name = (_text(files[row]), int(indices[row]))
+        if name not in self.left_out:
+          self.left_out.add(name)
+          logging.warning('The monitor leaves out record %d of %s: it cannot be decoded into '
+                          'clips.', name[1], name[0])
+      real = real & ~np.asarray(bad, bool)
+      batch['mask'] = real
     for row in np.flatnonzero(real & np.asarray(bad, bool)):
       raise ValueError(
           f'Record {indices[row]} of {_text(files[row])} cannot be decoded into clips (no '

@@ -107,14 +107,17 @@ class Inference:
 
 
 def eval_batches(config: ml_collections.ConfigDict, mesh: Mesh, *, split: str, mode: str,
-                 batch_size: Optional[int] = None) -> Iterable[Batch]:
-  """One pass over a split (each video once across hosts) in one of the evaluation modes."""
+                 batch_size: Optional[int] = None,
+                 skip_bad_records: bool = False) -> Iterable[Batch]:
+  """One pass over a split (each video once across hosts) in one of the evaluation modes
+  (skip_bad_records: an online monitor's, which leaves undecodable records out)."""
   if mode not in EVAL_MODES:
     raise ValueError(f'evaluation clip mode must be one of {EVAL_MODES}, got {mode!r}.')
   batch_size = batch_size or config.eval.batch_size
   sharding.check_batch_size(batch_size, mesh, 'config.eval.batch_size')
   return pipeline.make_eval_iterator(config.data, split=split, mode=mode,
-                                     global_batch_size=batch_size, seed=config.seed, num_epochs=1)
+                                     global_batch_size=batch_size, seed=config.seed, num_epochs=1,
+                                     skip_bad_records=skip_bad_records)
 
 
 def max_batches_for(max_examples: int, batch_size: int) -> int:

@@ -178,7 +178,8 @@ class KnnEvaluator:
   """
 
   def __init__(self, config: ml_collections.ConfigDict, mesh: Mesh, backbone: nn.Module, *,
-               mode: str, max_examples: int = 0, cache_dir: str = ''):
+               mode: str, max_examples: int = 0, cache_dir: str = '',
+               skip_bad_records: bool = False):
     if config.data.num_classes <= 0:
       raise ValueError('kNN evaluation needs config.data.num_classes > 0.')
     self.config = config
@@ -186,6 +187,7 @@ class KnnEvaluator:
     self.mode = mode
     self.max_examples = max_examples
     self.cache_dir = cache_dir
+    self.skip_bad_records = skip_bad_records
     self._inference = features.feature_inference(
         backbone, mesh, config.eval.get('knn_feature', 'pooled'))
 
@@ -203,7 +205,8 @@ class KnnEvaluator:
                        cache)
           return {key: stored[key] for key in stored.files if key != 'config'}
       logging.info('%s was written by another config; computing the features again.', cache)
-    batches = features.eval_batches(self.config, self.mesh, split=split, mode=self.mode)
+    batches = features.eval_batches(self.config, self.mesh, split=split, mode=self.mode,
+                                    skip_bad_records=self.skip_bad_records)
     out = self._inference.run(
         variables, batches, name=f'{split} features ({self.mode})',
         max_batches=features.max_batches_for(self.max_examples, self.config.eval.batch_size))
@@ -255,7 +258,7 @@ def make_online_monitor(config: ml_collections.ConfigDict, mesh: Mesh, objective
   if not config.data.eval_files and not config.data.tfds_name:
     raise ValueError('config.knn_every_steps > 0 needs config.data.eval_files (the kNN queries).')
   evaluator = KnnEvaluator(config, mesh, models.build_backbone(config.model), mode='center_clip',
-                           max_examples=config.eval.monitor_max_examples)
+                           max_examples=config.eval.monitor_max_examples, skip_bad_records=True)
 
   def monitor(step: int, state: Any) -> Dict[str, float]:
     del step

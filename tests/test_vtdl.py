@@ -205,3 +205,31 @@ def test_a_short_run_lowers_the_loss_below_the_untrained_network():
   trained, frozen = run(1.0), run(0.0)
   assert trained[0] == pytest.approx(frozen[0], rel=1e-6)
   assert np.mean(trained[-4:]) < np.mean(frozen[-4:]) - 0.3, (trained, frozen)
+
+
+def test_pipeline_cuts_anchor_and_positive_at_one_start_and_the_negative_elsewhere(tmp_path):
+  from cvrl_jax.data import dmvr  # pylint: disable=g-import-not-at-top
+  from cvrl_jax.data import pipeline  # pylint: disable=g-import-not-at-top
+  from test_plan import _flat_video  # frame i is flat grey 10 + 2 i
+  lengths = (30, 41, 52, 63)
+  path = str(tmp_path / 'train.tfrecord')
+  dmvr.write_shard(path, [dmvr.make_sequence_example(_flat_video(n), v, data_path=f'v{v}')
+                          for v, n in enumerate(lengths)])
+  config = tiny_config()
+  config.data.train_files = path
+  config.data.frame_stride = 2
+  config.data.image_size = 8
+  config.data.shuffle_buffer = 4
+  config.data.host_split = 'records'
+  plan = build_objective(config).plan
+  iterator = pipeline.make_pretrain_iterator(config.data, plan, global_batch_size=8, seed=0,
+                                             process_index=0, process_count=1)
+  batch = next(iterator)
+  assert batch['video'].shape == (8, 3, FRAMES, 8, 8, 3)
+  starts = batch['view_starts']
+  np.testing.assert_array_equal(starts[:, 0], starts[:, 1])
+  assert (np.abs(starts[:, 2] - starts[:, 0]) > 2).all()
+  frames = np.rint((batch['video'].reshape(8, 3, FRAMES, -1).mean(-1) - 10) / 2).astype(int)
+  lengths = np.array(lengths)[batch['label']]
+  expected = (starts[..., None] + 2 * np.arange(FRAMES)) % lengths[:, None, None]
+  np.testing.assert_array_equal(frames, expected)

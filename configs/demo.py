@@ -10,32 +10,20 @@ with one change: the random resized crops keep 60-100% of the frame at aspect 3:
 CVRL's 30-100% at 1:2-2:1. On a 32-pixel frame filled by one digit, CVRL's smallest crops (a
 12 x 25 strip) cut the digit in half; at this budget the contrastive task then stays near
 chance (BENCHMARKS.md, "Demo").
-"""
-import os
 
+Other videos in the same layout work unchanged, e.g. UCF101 converted with
+`python -m cvrl_jax.convert ... --output DIR --split-name train` (and `--split-name test` for the
+test list): the number of classes is read from DIR/labels.txt (10, the digits, when DIR has none
+yet), frames of any size are cropped (pretraining) or resized by the short side and centre-cropped
+(evaluation) to 32 x 32.
+"""
 import ml_collections
 
 from cvrl_jax import config_lib
 
 
 def get_config(data_dir: str = 'demo_data') -> ml_collections.ConfigDict:
-  config = config_lib.base_config()
-  config.data.train_files = os.path.join(data_dir, 'train-*-of-*.tfrecord')
-  config.data.eval_files = os.path.join(data_dir, 'test-*-of-*.tfrecord')
-  config.data.num_classes = 10
-  config.data.num_train_examples = 0  # counted from the files
-  config.data.num_frames = 8
-  config.data.frame_stride = 2
-  config.data.image_size = 32
-  config.data.shuffle_buffer = 256
-  config.data.eval_num_frames = 8
-  config.data.eval_image_size = 32
-  config.data.eval_resize = 32
-  config.data.eval_crop_size = 32
-
-  config.model.depth = 18
-  config.model.width_multiplier = 0.25
-  config.model.dtype = 'float32'  # CPUs have no fast bfloat16 convolutions
+  config = config_lib.demo_base_config(data_dir, num_frames=8, frame_stride=2)
 
   config.objective.head_hidden_dim = 256
   config.objective.head_output_dim = 64
@@ -50,4 +38,8 @@ def get_config(data_dir: str = 'demo_data') -> ml_collections.ConfigDict:
 
   config.checkpoint.every_steps = 100
   config.log_every_steps = 10
+  # The online kNN monitor (TensorBoard 'monitor/knn_top1', the demo's report): centre clips of
+  # at most 1,000 train and test videos, 5 times over the run.
+  config.knn_every_steps = 250
+  config.eval.monitor_max_examples = 1000
   return config

@@ -10,29 +10,12 @@ channel splitting, a head of width 64 / 32, and the paper's SGD at LR 0.01.
 Each frame reaches the 3D backbone as a static clip of 4 copies (frame_repeat), so every
 temporal tap trains and the encoder is usable on clips.
 """
-import os
-
 from cvrl_jax import config_lib
 from cvrl_jax import objectives
 
 
 def get_config(data_dir: str = 'demo_data'):
-  config = config_lib.base_config()
-  config.data.train_files = os.path.join(data_dir, 'train-*-of-*.tfrecord')
-  config.data.eval_files = os.path.join(data_dir, 'test-*-of-*.tfrecord')
-  config.data.num_classes = 10
-  config.data.num_frames = 1
-  config.data.frame_stride = 1
-  config.data.image_size = 32
-  config.data.shuffle_buffer = 256
-  config.data.eval_num_frames = 8
-  config.data.eval_image_size = 32
-  config.data.eval_resize = 32
-  config.data.eval_crop_size = 32
-
-  config.model.depth = 18
-  config.model.width_multiplier = 0.25
-  config.model.dtype = 'float32'  # CPUs have no fast bfloat16 convolutions
+  config = config_lib.demo_base_config(data_dir, num_frames=1, frame_stride=1)
 
   with config.unlocked():
     config.objective = objectives.objective_config(

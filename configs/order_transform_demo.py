@@ -9,29 +9,12 @@ a pairwise head of 64, and SGD at LR 0.01.
   python -m cvrl_jax.main --config=configs/order_transform_demo.py:/path/to/demo_data \
       --workdir=/tmp/order_transform_demo
 """
-import os
-
 from cvrl_jax import config_lib
 from cvrl_jax import objectives
 
 
 def get_config(data_dir: str = 'demo_data'):
-  config = config_lib.base_config()
-  config.data.train_files = os.path.join(data_dir, 'train-*-of-*.tfrecord')
-  config.data.eval_files = os.path.join(data_dir, 'test-*-of-*.tfrecord')
-  config.data.num_classes = 10
-  config.data.num_frames = 4
-  config.data.frame_stride = 2
-  config.data.image_size = 32
-  config.data.shuffle_buffer = 256
-  config.data.eval_num_frames = 8
-  config.data.eval_image_size = 32
-  config.data.eval_resize = 32
-  config.data.eval_crop_size = 32
-
-  config.model.depth = 18
-  config.model.width_multiplier = 0.25
-  config.model.dtype = 'float32'  # CPUs have no fast bfloat16 convolutions
+  config = config_lib.demo_base_config(data_dir, num_frames=4, frame_stride=2)
 
   with config.unlocked():
     config.objective = objectives.objective_config(

@@ -8,29 +8,12 @@ videos: 3 clips of 8 consecutive frames, 4 frames apart (a 32-frame tuple), the 
 crop: the digit fills it), a pairwise head of width 64, and the paper's SGD (momentum 0.9,
 weight decay 5e-4, constant LR) at LR 0.01.
 """
-import os
-
 from cvrl_jax import config_lib
 from cvrl_jax import objectives
 
 
 def get_config(data_dir: str = 'demo_data'):
-  config = config_lib.base_config()
-  config.data.train_files = os.path.join(data_dir, 'train-*-of-*.tfrecord')
-  config.data.eval_files = os.path.join(data_dir, 'test-*-of-*.tfrecord')
-  config.data.num_classes = 10
-  config.data.num_frames = 8
-  config.data.frame_stride = 1
-  config.data.image_size = 32
-  config.data.shuffle_buffer = 256
-  config.data.eval_num_frames = 8
-  config.data.eval_image_size = 32
-  config.data.eval_resize = 32
-  config.data.eval_crop_size = 32
-
-  config.model.depth = 18
-  config.model.width_multiplier = 0.25
-  config.model.dtype = 'float32'  # CPUs have no fast bfloat16 convolutions
+  config = config_lib.demo_base_config(data_dir, num_frames=8, frame_stride=1)
 
   with config.unlocked():
     config.objective = objectives.objective_config(

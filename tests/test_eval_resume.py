@@ -139,3 +139,12 @@ def test_knn_eval_keeps_its_finished_feature_passes(data, encoder_path, tmp_path
   config.seed = 1  # another job in the same workdir: nothing of the first is reused
   knn.knn_eval(config, str(tmp_path))
   assert passes == ['train features (center_clip)', 'eval features (center_clip)']
+
+
+def test_a_resumed_job_with_another_encoder_stops_with_one_sentence(data, encoder_path, tmp_path):
+  config = job_config(data, 'linear_eval', encoder_path, steps=NUM_STEPS)
+  config.eval.linear_cached_features = True
+  linear.linear_eval(config, str(tmp_path))
+  config.init_checkpoint = ''  # the random-initialisation baseline in the same workdir
+  with pytest.raises(ValueError, match=r'holds a run with another config \(init_checkpoint '):
+    linear.linear_eval(config, str(tmp_path))

@@ -9,6 +9,8 @@ the device; testing averages softmax over the views of config.eval.test_mode (30
 The encoder starts from config.init_checkpoint (empty: random initialisation, the supervised
 from-scratch baseline). UCF101 / HMDB51 in the class-folder layout are converted with
 `python -m cvrl_jax.convert` (one conversion per official split's train and test lists).
+The job resumes like pretraining (common.train_loop: checkpoints in WORKDIR/checkpoints, SIGTERM
+saves and returns, the same command continues to an uninterrupted run's results).
 """
 from typing import Any, Dict
 
@@ -26,6 +28,7 @@ from cvrl_jax import sharding
 from cvrl_jax import run_utils
 from cvrl_jax.data import sources
 from cvrl_jax.evaluate import common
+from cvrl_jax.evaluate import subsets
 
 PyTree = Any
 TRAIN_POLICY = 'flip_only'
@@ -78,6 +81,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float
   backbone, encoder, _ = common.load_encoder(config, mesh)
   network = VideoClassifier(backbone=backbone, num_classes=config.data.num_classes,
                             dropout=config.eval.finetune_dropout)
+  config, _ = subsets.restrict_train_files(config, workdir)  # config.eval.label_fraction
   num_train = sources.num_examples(config.data, 'train')
   state, shardings, tx, schedule, num_steps = init_state(network, encoder, config, num_train, mesh)
   del encoder

@@ -21,6 +21,10 @@ BatchNorm before its classifier for the same reason. As there (and in scikit-lea
 StandardScaler) every dimension gets unit variance, so the classifier's input has norm about
 sqrt(C) instead of 1 and a given LR takes C times larger steps in the logits: choose the LR for
 that (the demo keeps the recipe's, with C = 128).
+
+Both variants resume like pretraining (common.train_loop): a SIGTERM saves the classifier, its
+optimiser and the input position in WORKDIR/checkpoints and returns; the same command continues
+to the results of an uninterrupted run.
 """
 import dataclasses
 import itertools
@@ -42,6 +46,7 @@ from cvrl_jax import run_utils
 from cvrl_jax.data import sources
 from cvrl_jax.evaluate import common
 from cvrl_jax.evaluate import features
+from cvrl_jax.evaluate import subsets
 
 PyTree = Any
 TRAIN_POLICY = 'flip_only'
@@ -146,12 +151,15 @@ def probe_logits_fn(backbone: nn.Module, probe: nn.Module
 def train_on_clips(backbone: nn.Module, encoder: PyTree, probe: nn.Module,
                    config: ml_collections.ConfigDict, mesh: Mesh, workdir: str
                    ) -> Tuple[PyTree, Dict[str, float], bool]:
+  # The standardiser's statistics are label-free: every training video. The clips the classifier
+  # trains on come from config.eval.label_fraction's labelled subset.
+  to_probe_params = probe_param_map(
+      config, lambda: centre_clip_train_features(backbone, encoder, config, mesh)['features'])
+  config, _ = subsets.restrict_train_files(config, workdir)
   num_train = sources.num_examples(config.data, 'train')
   state, tx, schedule, num_steps = init_probe_state(probe, backbone.num_features, config, num_train,
                                                     mesh)
   base_key = jax.random.fold_in(jax.random.key(config.seed), 3)
-  to_probe_params = probe_param_map(
-      config, lambda: centre_clip_train_features(backbone, encoder, config, mesh)['features'])
 
   def step_fn(state, encoder, batch):
     keys = augment.example_keys(base_key, batch['key'])
@@ -200,7 +208,12 @@ def train_on_cached_features(backbone: nn.Module, encoder: PyTree, probe: nn.Mod
                              config: ml_collections.ConfigDict, mesh: Mesh, workdir: str
                              ) -> Tuple[PyTree, Dict[str, float], bool]:
   train = centre_clip_train_features(backbone, encoder, config, mesh)
-  to_probe_params = probe_param_map(config, lambda: train['features'])
+  to_probe_params = probe_param_map(config, lambda: train['features'])  # all videos: label-free
+  fraction = float(config.eval.label_fraction)
+  if fraction < 1.0:  # config.eval.label_fraction: the classifier sees the labelled subset only
+    keep = subsets.class_balanced_subset(train['label'], fraction, config.seed)
+    subsets.write_subset_list(workdir, keep, train['label'], fraction, config.seed)
+    train = {'features': train['features'][keep], 'label': train['label'][keep]}
   num_train = len(train['label'])
   bank = jax.device_put(train['features'], sharding.replicated(mesh))
   bank_labels = jax.device_put(train['label'].astype(np.int32), sharding.replicated(mesh))

@@ -8,30 +8,12 @@ the demo's crop (60-100% of the frame, aspect 3:4-4:3; the paper's 77% square bo
 digit), a 64-d head, a queue of 1,024 keys, the paper's T 0.07, EMA 0.999, TCA U(0, 0.1) and its
 SGD at LR 0.03 (the paper's 0.003 barely moves the demo in 20 epochs; not tuned).
 """
-import os
-
 from cvrl_jax import config_lib
 from cvrl_jax import objectives
 
 
 def get_config(data_dir: str = 'demo_data'):
-  config = config_lib.base_config()
-  config.data.train_files = os.path.join(data_dir, 'train-*-of-*.tfrecord')
-  config.data.eval_files = os.path.join(data_dir, 'test-*-of-*.tfrecord')
-  config.data.num_classes = 10
-  config.data.num_train_examples = 0  # counted from the files
-  config.data.num_frames = 8
-  config.data.frame_stride = 2
-  config.data.image_size = 32
-  config.data.shuffle_buffer = 256
-  config.data.eval_num_frames = 8
-  config.data.eval_image_size = 32
-  config.data.eval_resize = 32
-  config.data.eval_crop_size = 32
-
-  config.model.depth = 18
-  config.model.width_multiplier = 0.25
-  config.model.dtype = 'float32'  # CPUs have no fast bfloat16 convolutions
+  config = config_lib.demo_base_config(data_dir, num_frames=8, frame_stride=2)
 
   with config.unlocked():
     config.objective = objectives.objective_config(

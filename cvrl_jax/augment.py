@@ -533,6 +533,13 @@ POLICIES = {
     # Linear-evaluation training clips: crop (host) and flip, no colour.
     'flip_only': AugmentPolicy(jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0),
     'none': AugmentPolicy(flip_prob=0.0, jitter_prob=0.0, grayscale_prob=0.0, blur_prob=0.0),
+    # VTDL (docs/recipes/temporal.md): a random square box of 77% of the frame (256 -> 224),
+    # torchvision ColorJitter(0.5, 0.5, 0.25, 0.5) always; the paper's rotation (+-10 degrees)
+    # is not implemented, a horizontal flip (0.5) stands in for it; no grayscale, no blur.
+    'vtdl': AugmentPolicy(
+        brightness=0.5, contrast=0.5, saturation=0.25, hue=0.5, jitter_style='torchvision',
+        jitter_prob=1.0, grayscale_prob=0.0, blur_prob=0.0, crop_area_range=(0.766, 0.766),
+        crop_aspect_range=(1.0, 1.0)),
 }
 
 
@@ -656,3 +663,25 @@ def augment_batch(keys: Array, videos: Array,
                       for view, policy in enumerate(policies)])
 
   return jax.vmap(one_example)(keys, videos)
+
+
+# ----------------------------------------------------------------------------------------------
+# Temporal consistent augmentation (TCA, VTDL; docs/recipes/temporal.md): every frame of a clip
+# is mixed with one frame of the same clip, x_t <- (1 - lam) x_t + lam x_s, so the clip's
+# temporal differences x_{t+1} - x_t are exactly (1 - lam) times the input's.
+
+
+def tca_mix(clip: Array, lam: Array, frame: Array) -> Array:
+  """(1 - lam) * clip + lam * clip[frame] for one clip [T, H, W, C] (frame: an int index)."""
+  lam = jnp.asarray(lam, clip.dtype)
+  return (1.0 - lam) * clip + lam * jnp.take(clip, frame, axis=0)[None]
+
+
+def random_tca(key: Array, clip: Array, max_lambda: float = 0.1) -> Array:
+  """TCA with lam ~ U(0, max_lambda) and a uniformly random frame s of the clip [T, H, W, C]."""
+  if not 0.0 <= max_lambda < 1.0:
+    raise ValueError(f'the TCA mixing weight bound must be in [0, 1), got {max_lambda}.')
+  lam_key, frame_key = jax.random.split(key)
+  lam = jax.random.uniform(lam_key, (), jnp.float32, 0.0, max_lambda)
+  frame = jax.random.randint(frame_key, (), 0, clip.shape[0])
+  return tca_mix(clip, lam, frame)

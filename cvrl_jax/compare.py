@@ -13,7 +13,7 @@ and written to WORKDIR/comparison.md (and .json):
 The pretext accuracy is the training metric over the last log window (the contrastive methods
 have none).
 
-  python -m cvrl_jax.compare --workdir=/tmp/compare                 # all ten + random init
+  python -m cvrl_jax.compare --workdir=/tmp/compare                 # all twelve + random init
   python -m cvrl_jax.compare --workdir=/tmp/compare --methods=rho_moco,rho_byol --rho=4
   python -m cvrl_jax.compare --workdir=/tmp/compare --seeds=0,1,2    # mean ± sd over 3 runs
 
@@ -40,10 +40,14 @@ from cvrl_jax import startup
 from cvrl_jax.objectives import rho_config
 
 PRETEXT_METHODS = ('vcop', 'shuffle_learn', 'opn', 'odd_one_out', 'order_transform')
-METHODS = ('cvrl',) + rho_config.METHODS + PRETEXT_METHODS
+# Temporal contrastive methods (docs/recipes/temporal.md): like the pretext tasks, their clip
+# plans and heads come from configs/<method>_demo.py.
+TEMPORAL_METHODS = ('vtdl', 'cate')
+METHODS = ('cvrl',) + rho_config.METHODS + PRETEXT_METHODS + TEMPORAL_METHODS
 NAMES = {'cvrl': 'CVRL', 'rho_simclr': 'ρSimCLR', 'rho_moco': 'ρMoCo', 'rho_byol': 'ρBYOL',
          'rho_swav': 'ρSwAV', 'vcop': 'VCOP', 'shuffle_learn': 'Shuffle & Learn', 'opn': 'OPN',
-         'odd_one_out': 'Odd-One-Out', 'order_transform': 'order + transform'}
+         'odd_one_out': 'Odd-One-Out', 'order_transform': 'order + transform', 'vtdl': 'VTDL',
+         'cate': 'CATE'}
 RESULTS_FILE = 'results.json'
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Folder for every run and the table.')
@@ -68,7 +72,7 @@ def pretrain_config(method: str, data_dir: str, *, rho: int, epochs: Optional[in
     config = rho_config.load_demo_config(data_dir)
   elif method in rho_config.METHODS:
     config = rho_config.demo_config(method, data_dir, rho=rho)
-  elif method in PRETEXT_METHODS:
+  elif method in PRETEXT_METHODS + TEMPORAL_METHODS:
     config = _pretext_demo_config(method, data_dir)
   else:
     raise ValueError(f'unknown method {method!r}; choose from {METHODS}')
@@ -201,8 +205,9 @@ def run_method(method: str, workdir: str, data_dir: str, *, rho: int, epochs: Op
   if not pretrained:
     logging.info('=== %s: pretraining ===', NAMES[method])
     pretrained = trainer.pretrain(config, pretrain_dir)
+  own_plan = method in PRETEXT_METHODS + TEMPORAL_METHODS
   row = {'method': NAMES[method],
-         'rho': config.objective.get('rho', 2) if method not in PRETEXT_METHODS else None,
+         'rho': config.objective.get('rho', 2) if not own_plan else None,
          'steps_per_sec': training_speed(pretrain_dir), 'steps': pretrained['step'],
          'pretext_accuracy': pretrained.get('train/pretext_accuracy')}
   row.update(evaluate(config, pretrain_dir, method_dir, NAMES[method], linear_epochs))

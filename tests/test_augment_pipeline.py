@@ -134,6 +134,7 @@ def draws():
     ('aug_plus', dict(flip=0.5, jitter=0.8, grayscale=0.2, blur=0.5, solarize=0.0)),
     ('flip_only', dict(flip=0.5, jitter=0.0, grayscale=0.0, blur=0.0, solarize=0.0)),
     ('none', dict(flip=0.0, jitter=0.0, grayscale=0.0, blur=0.0, solarize=0.0)),
+    ('vtdl', dict(flip=0.5, jitter=1.0, grayscale=0.0, blur=0.0, solarize=0.0)),
 ])
 def test_branch_probabilities(draws, name, probs):
   for branch, prob in probs.items():

@@ -28,10 +28,12 @@ def _draw(fn, num=NUM_DRAWS):
 
 
 def test_sampler_table_names_and_orderings():
-  assert set(sampling.SAMPLERS) == {'cvrl_pair', 'rho', 'same_start', 'consecutive', 'ordered'}
+  assert set(sampling.SAMPLERS) == {'cvrl_pair', 'rho', 'same_start', 'consecutive', 'ordered',
+                                    'temporal_negative'}
   orderings = {name: s.ordering for name, s in sampling.SAMPLERS.items()}
   assert orderings == {'cvrl_pair': 'unordered', 'rho': 'unordered', 'same_start': 'same_start',
-                       'consecutive': 'ordered', 'ordered': 'ordered'}
+                       'consecutive': 'ordered', 'ordered': 'ordered',
+                       'temporal_negative': 'unordered'}
   with pytest.raises(ValueError, match="unknown sampler 'pairs'; choose one of"):
     sampling.get_sampler('pairs')
 

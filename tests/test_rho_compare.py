@@ -15,12 +15,12 @@ def test_every_method_gets_the_same_budget_data_and_evaluation():
              for m in compare.METHODS}
   cvrl = configs['cvrl']
   assert cvrl.objective.name == 'cvrl'
-  assert len(compare.METHODS) == 10
+  assert len(compare.METHODS) == 12
   for method, config in configs.items():
     for key in ('batch_size', 'num_epochs', 'num_train_steps', 'seed', 'model', 'mesh', 'eval'):
       assert config[key] == cvrl[key], (method, key)
     assert (config.num_epochs, config.seed) == (4, 7)
-    if method in compare.PRETEXT_METHODS:  # its own clip plan; the same videos and test clips
+    if method in compare.PRETEXT_METHODS + compare.TEMPORAL_METHODS:  # its own clip plan; the same videos and test clips
       assert config.objective.name == method
       for key, value in cvrl.data.items():
         if key.startswith('eval_') or key.endswith('_files') or key == 'num_classes':

@@ -119,6 +119,26 @@ def uniform_start(seed: tf.Tensor, video_len: tf.Tensor, clip_len: int, stride: 
   return rho_starts(seed, video_len, 1, clip_len, stride)
 
 
+def temporal_negative_starts(seed: tf.Tensor, video_len: tf.Tensor, num_clips: int,
+                             clip_len: int, stride: int, min_distance: int = 2) -> tf.Tensor:
+  """VTDL's starts (int32 [num_clips]): one uniform start for the first num_clips - 1 views
+  (anchor and positive), and for the last view (the temporal negative) another uniform start of
+  the same video, moved on by a third of the video (mod the start positions) when it lies within
+  `min_distance` frames of the anchor's, as the authors' sampler does.
+
+  A video with few start positions can still give a negative near the anchor (at most 3 starts
+  cannot be kept apart); indices past the end wrap around.
+  """
+  anchor_seed, negative_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+  anchor = rho_starts(anchor_seed, video_len, 1, clip_len, stride)[0]
+  negative = rho_starts(negative_seed, video_len, 1, clip_len, stride)[0]
+  positions = num_start_positions(video_len, clip_len, stride)
+  shift = tf.maximum(tf.cast(video_len, tf.int32) // 3, 1)
+  negative = tf.where(tf.abs(negative - anchor) <= min_distance,
+                      (negative + shift) % positions, negative)
+  return tf.concat([tf.fill([num_clips - 1], anchor), [negative]], axis=0)
+
+
 def consecutive_starts(seed: tf.Tensor, video_len: tf.Tensor, num_clips: int, clip_len: int,
                        stride: int, gap: int = 0) -> tf.Tensor:
   """num_clips clips one after the other in time (int32 [num_clips]), `gap` frames between the
@@ -258,6 +278,20 @@ def _check_ordered(num_clips, clip_len, stride, params):
                      f"max_gap={high}.")
 
 
+def _check_temporal_negative(num_clips, clip_len, stride, params):
+  del clip_len, stride
+  if num_clips < 2:
+    raise ValueError(f"the 'temporal_negative' sampler needs at least 2 views (anchor side and "
+                     f"negative), got {num_clips}.")
+  if int(params['min_distance']) < 0:
+    raise ValueError(f"the 'temporal_negative' sampler's min_distance must be >= 0 frames, got "
+                     f"{params['min_distance']}.")
+
+
+def _fn_temporal_negative(seed, video_len, num_clips, clip_len, stride, min_distance):
+  return temporal_negative_starts(seed, video_len, num_clips, clip_len, stride, int(min_distance))
+
+
 def _fn_pair(seed, video_len, num_clips, clip_len, stride, power):
   del num_clips
   return cvrl_pair_starts(seed, video_len, clip_len, stride, float(power))
@@ -282,6 +316,9 @@ SAMPLERS: dict[str, Sampler] = {
     'rho': Sampler(_fn_rho, 'unordered', {'max_distance': 'rho_max_distance'}, _check_rho),
     # One start for every view (the rho = 1 ablation).
     'same_start': Sampler(same_starts, 'same_start', {}, _check_same),
+    # One start for all views but the last, another start of the video for the last (VTDL).
+    'temporal_negative': Sampler(_fn_temporal_negative, 'unordered', {'min_distance': 2},
+                                 _check_temporal_negative),
     # Clips one after the other, a fixed gap apart (VCOP, Odd-One-Out, order + transform).
     'consecutive': Sampler(
         _fn_consecutive, 'ordered', {'gap': 0}, _check_consecutive,

@@ -20,6 +20,8 @@ REGISTRY: Dict[str, str] = {
     'opn': 'cvrl_jax.objectives.opn:OPN',
     'odd_one_out': 'cvrl_jax.objectives.odd_one_out:OddOneOut',
     'order_transform': 'cvrl_jax.objectives.order_transform:OrderTransform',
+    'vtdl': 'cvrl_jax.objectives.vtdl:VTDL',
+    'cate': 'cvrl_jax.objectives.cate:CATE',
 }
 # config.objective keys that replace a field of the objective's clip plan when not empty:
 # augment_policies (one name per view), crop_area_range and crop_aspect_range (every view).

@@ -215,3 +215,43 @@ def swav_loss(scores: jax.Array, temperature: float = 0.1, pairing: str = 'adjac
   assigned = jnp.zeros(scores.shape[-1]).at[jnp.argmax(codes, axis=-1).reshape(-1)].set(1.0)
   used = jnp.mean(assigned)
   return loss, {'swav_prototypes_used': used}
+
+
+def moco_loss_with_negatives(queries: jax.Array, keys: jax.Array, queue: jax.Array,
+                             extra_negatives: jax.Array, temperature: float = 0.07
+                             ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+  """MoCo's InfoNCE with per-example negatives beside the queue (VTDL's temporal negatives).
+
+  Args:
+    queries: [N, D] online projections.
+    keys: [N, D] momentum-encoder projections of the positives (gradients stopped).
+    queue: [K, D] L2-normalised keys of earlier steps (gradients stopped).
+    extra_negatives: [N, E, D] row n's own negatives, online projections WITH gradient.
+    temperature: tau.
+
+  Returns:
+    the mean over n of -log softmax([q.k, q.queue, q.extra] / tau)[0] (all vectors normalised),
+    and metrics: moco_accuracy (the positive beats every other logit) and
+    temporal_negative_accuracy (the positive beats the row's own negatives).
+  """
+  if queries.ndim != 2 or keys.shape != queries.shape:
+    raise ValueError(f'queries and keys must be [N, D] of one shape, got {queries.shape} and '
+                     f'{keys.shape}')
+  if extra_negatives.ndim != 3 or extra_negatives.shape[::2] != queries.shape:
+    raise ValueError(f'extra_negatives must be [N, E, D] for queries {queries.shape}, got '
+                     f'{extra_negatives.shape}')
+  q = l2_normalize(queries.astype(jnp.float32))
+  k = jax.lax.stop_gradient(l2_normalize(keys.astype(jnp.float32)))
+  extra = l2_normalize(extra_negatives.astype(jnp.float32))
+  positive = jnp.sum(q * k, axis=-1, keepdims=True) / temperature
+  from_queue = q @ jax.lax.stop_gradient(queue.astype(jnp.float32)).T / temperature
+  own = jnp.einsum('nd,ned->ne', q, extra) / temperature
+  logits = jnp.concatenate([positive, from_queue, own], axis=1)
+  loss = jnp.mean(jax.nn.logsumexp(logits, axis=1) - positive[:, 0])
+  metrics = {
+      'moco_accuracy': jnp.mean((positive[:, 0] > jnp.max(logits[:, 1:], axis=1))
+                                .astype(jnp.float32)),
+      'temporal_negative_accuracy': jnp.mean((positive[:, 0] > jnp.max(own, axis=1))
+                                             .astype(jnp.float32)),
+  }
+  return loss, metrics

@@ -1,0 +1,66 @@
+"""VTDL and CATE through the real trainer on the demo videos: host fields reach the loss, and
+VTDL's key encoder and queue survive a checkpoint and an exact resume."""
+import importlib.util
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from cvrl_jax import trainer
+import train_testlib as lib
+from train_testlib import env  # noqa: F401  (the module fixture)
+from test_rho_train import _flatten, _restore_state
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _config(data_dir, name, **extra):
+  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, 'configs', name + '.py'))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  config = module.get_config(data_dir)
+  overrides = {k: v for k, v in lib.OVERRIDES.items() if not k.startswith('objective.')}
+  for key, value in {**overrides, **extra}.items():
+    *parents, leaf = key.split('.')
+    node = config
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value
+  return config
+
+
+def test_vtdl_resume_restores_key_encoder_and_queue(env, tmp_path_factory):  # noqa: F811
+  extra = {'objective.queue_size': 24, 'objective.head_output_dim': 16}
+  uninterrupted = str(tmp_path_factory.mktemp('vtdl_uninterrupted'))
+  results = trainer.pretrain(_config(env.data, 'vtdl_demo', **extra), uninterrupted)
+  assert results['step'] == lib.NUM_STEPS
+  distance = lib.read_scalars(uninterrupted, 'train/temporal_negative_distance')
+  assert min(distance.values()) > 2  # the host's view_starts reached the loss
+
+  resumed = str(tmp_path_factory.mktemp('vtdl_resumed'))
+  shutil.copytree(os.path.join(uninterrupted, 'checkpoints', str(lib.CHECKPOINT_EVERY)),
+                  os.path.join(resumed, 'checkpoints', str(lib.CHECKPOINT_EVERY)))
+  trainer.pretrain(_config(env.data, 'vtdl_demo', **extra), resumed)
+  after = range(lib.CHECKPOINT_EVERY + 1, lib.NUM_STEPS + 1)
+  np.testing.assert_allclose(lib.losses(resumed, after), lib.losses(uninterrupted, after),
+                             rtol=1e-6)
+  final = [_restore_state(w, lib.NUM_STEPS)['aux'] for w in (uninterrupted, resumed)]
+  assert int(final[0]['queue_ptr']) == lib.NUM_STEPS * 16 % 24
+  for name in ('queue', 'queue_ptr', 'target'):
+    flat = [dict(_flatten(f[name])) for f in final]
+    assert flat[0].keys() == flat[1].keys()
+    for key in flat[0]:
+      np.testing.assert_allclose(flat[1][key], flat[0][key], rtol=1e-6, atol=1e-7,
+                                 err_msg=f'{name}/{key}')
+
+
+def test_cate_trains_from_the_pipelines_host_fields(env, tmp_path_factory):  # noqa: F811
+  workdir = str(tmp_path_factory.mktemp('cate'))
+  config = _config(env.data, 'cate_demo', num_train_steps=2,
+                   **{'objective.head_hidden_dim': 16, 'objective.head_output_dim': 16,
+                      'objective.head_num_heads': 2})
+  results = trainer.pretrain(config, workdir)
+  assert results['step'] == 2
+  losses = lib.losses(workdir, [1, 2])
+  assert np.isfinite(losses).all() and (losses > 0).all()

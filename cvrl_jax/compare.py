@@ -21,7 +21,6 @@ Runs resume: a method whose pretraining or evaluation already finished in WORKDI
 again, so an interrupted comparison continues where it stopped. The demo data is written to
 --data_dir first if it is not there.
 """
-import importlib.util
 import json
 import os
 import statistics
@@ -34,6 +33,7 @@ from absl import flags
 from absl import logging
 import ml_collections
 
+from cvrl_jax import config_lib
 from cvrl_jax import logs
 from cvrl_jax import paths
 from cvrl_jax import startup
@@ -86,11 +86,7 @@ def pretrain_config(method: str, data_dir: str, *, rho: int, epochs: Optional[in
 def _pretext_demo_config(method: str, data_dir: str) -> ml_collections.ConfigDict:
   """configs/<method>_demo.py (its clip plan, head and optimiser) with the CVRL demo's backbone,
   batch, epochs, seed and evaluation settings, so only the objective differs."""
-  path = os.path.join(rho_config.REPO_ROOT, 'configs', f'{method}_demo.py')
-  spec = importlib.util.spec_from_file_location(f'{method}_demo_config', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(data_dir)
+  config = config_lib.load_config_file(f'{method}_demo', data_dir)
   cvrl = rho_config.load_demo_config(data_dir)
   for key in ('batch_size', 'num_epochs', 'num_train_steps', 'seed', 'model', 'mesh', 'eval'):
     config[key] = cvrl[key]

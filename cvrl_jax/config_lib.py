@@ -171,6 +171,22 @@ _NON_NEGATIVE = ('num_epochs', 'num_train_steps', 'optim.base_lr', 'optim.weight
                  'data.num_train_examples', 'data.num_classes')
 
 
+# The experiment configs live next to the package (configs/ of a checkout), not in it.
+CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs')
+
+
+def load_config_file(name: str, *args) -> ml_collections.ConfigDict:
+  """configs/NAME.py's get_config(*args)."""
+  path = os.path.join(CONFIGS_DIR, f'{name}.py')
+  if not os.path.exists(path):
+    raise FileNotFoundError(f'{path} is missing: this needs a checkout of cvrl_jax (configs/).')
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location(f'cvrl_config_{name}', path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config(*args)
+
+
 def demo_base_config(data_dir: str, *, num_frames: int,
                      frame_stride: int) -> ml_collections.ConfigDict:
   """base_config() on the demo videos of `data_dir` (cvrl_jax.data.demo, or other videos converted

@@ -17,17 +17,15 @@ Steps, each in WORKDIR:
                 training curves, accuracy by label fraction, and a retrieval grid (cvrl_jax.report).
 """
 import argparse
-import importlib.util
 import json
 import os
 import time
 from typing import Dict, Mapping, Tuple
 
+from cvrl_jax import config_lib
 from cvrl_jax import logs
 from cvrl_jax import startup
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = os.path.join(REPO_ROOT, 'configs')
 # Demo data size (the data helper's defaults): 2,000 train / 500 test videos of 40 frames.
 NUM_TRAIN, NUM_TEST, NUM_FRAMES = 2000, 500, 40
 ROWS = (('pretrained', 'CVRL pretrained'), ('random', 'random init'))
@@ -51,14 +49,8 @@ def table_columns(results: Mapping[str, float]) -> Tuple[Tuple[str, str], ...]:
 
 
 def load_config(name: str, data_dir: str):
-  """configs/NAME.py's get_config(data_dir) (the configs live next to the package, not in it)."""
-  path = os.path.join(CONFIGS, f'{name}.py')
-  if not os.path.exists(path):
-    raise FileNotFoundError(f'{path} is missing: run the demo from a checkout of cvrl_jax.')
-  spec = importlib.util.spec_from_file_location(f'cvrl_config_{name}', path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(data_dir)
+  """configs/NAME.py's get_config(data_dir)."""
+  return config_lib.load_config_file(name, data_dir)
 
 
 def banner(text: str) -> None:

@@ -1,8 +1,6 @@
 """CATE (docs/recipes/temporal.md): the encoded augmentation parameters, the head's dependence
 on them, the loss against NumPy and a short run."""
 import dataclasses
-import importlib.util
-import os
 
 import jax
 import jax.numpy as jnp
@@ -10,24 +8,17 @@ import numpy as np
 import optax
 import pytest
 
+from cvrl_jax import config_lib
 from cvrl_jax.objectives import base
 from cvrl_jax.objectives import build_objective
 from cvrl_jax.objectives import cate
 from rho_numpy import numpy_simclr
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BATCH, FRAMES, SIZE = 8, 4, 16
 
 
-def load_config(name, *args):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, 'configs', name + '.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(*args)
-
-
 def tiny_config(**objective):
-  config = load_config('cate_demo', '/nowhere')
+  config = config_lib.load_config_file('cate_demo', '/nowhere')
   config.batch_size = BATCH
   config.model.width_multiplier = 0.125
   config.model.conv_impl = 'conv3d'
@@ -52,10 +43,10 @@ def _inputs(rng):
 
 
 def test_configs_and_bad_head():
-  paper = build_objective(load_config('cate_r3d50_k400'))
+  paper = build_objective(config_lib.load_config_file('cate_r3d50_k400'))
   assert paper.plan.host_fields == ('view_starts', 'crop_boxes')
   assert paper.clip_span == 31  # 16 frames at stride 2
-  assert load_config('cate_r3d50_k400').model.depth == 50
+  assert config_lib.load_config_file('cate_r3d50_k400').model.depth == 50
   with pytest.raises(ValueError, match="config.objective.head must be one of"):
     build_objective(tiny_config(head='rnn'))
 

@@ -1,7 +1,6 @@
 """Configs: the paper recipe in configs/*.py, validation, and bad configs failing at start with one
 clear sentence (in-process for the trainer's checks, through `python -m cvrl_jax.main` for the
 command line)."""
-import importlib.util
 import os
 import subprocess
 import sys
@@ -17,16 +16,9 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = ('cvrl_r3d50_k400', 'cvrl_r3d50_k600', 'cvrl_r3d152x2_k600', 'demo')
 
 
-def _load(name, *args):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, 'configs', name + '.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(*args)
-
-
 @pytest.mark.parametrize('name', CONFIGS)
 def test_every_config_validates_and_names_its_data(name):
-  config = _load(name)
+  config = config_lib.load_config_file(name)
   config_lib.validate(config)
   assert config.data.train_files and config.data.eval_files and config.data.num_classes > 0
   assert config.job == 'pretrain'
@@ -39,7 +31,7 @@ def test_every_config_validates_and_names_its_data(name):
 ])
 def test_paper_recipe(name, videos, classes, steps):
   """Numbers from ../shared/spec/cvrl.md, "Pretraining recipe" and "Data format"."""
-  c = _load(name)
+  c = config_lib.load_config_file(name)
   assert (c.data.num_train_examples, c.data.num_classes) == (videos, classes)
   assert optim.total_steps(c, c.data.num_train_examples) == steps
   assert (c.batch_size, c.optim.name, c.optim.momentum, c.optim.nesterov) == (1024, 'sgd', 0.9, False)
@@ -87,7 +79,7 @@ def test_no_steps_at_all_is_rejected():
 
 @pytest.fixture
 def demo_config(tmp_path):
-  config = _load('demo', str(tmp_path / 'no_data_here'))
+  config = config_lib.load_config_file('demo', str(tmp_path / 'no_data_here'))
   config.model.depth = 18
   return config
 
@@ -137,7 +129,7 @@ def test_command_line_errors_are_one_sentence(flag, message, tmp_path):
 
 def test_augment_policies_override_the_objectives_own():
   from cvrl_jax.objectives import build_objective  # pylint: disable=g-import-not-at-top
-  config = _load('demo')
+  config = config_lib.load_config_file('demo')
   assert build_objective(config).plan.augment_policies == ('cvrl_view1', 'cvrl_view2')
   config.objective.augment_policies = ('flip_only', 'none')
   plan = build_objective(config).plan
@@ -152,7 +144,7 @@ def test_augment_policies_override_the_objectives_own():
 
 def test_crop_ranges_override_the_objectives_own_and_bad_ones_fail():
   from cvrl_jax.objectives import build_objective  # pylint: disable=g-import-not-at-top
-  config = _load('cvrl_r3d50_k400')
+  config = config_lib.load_config_file('cvrl_r3d50_k400')
   view = build_objective(config).plan.views[0]
   assert (view.crop_area_range, view.crop_aspect_range) == ((0.3, 1.0), (0.5, 2.0))  # CVRL's
   config.objective.crop_area_range = (0.6, 1.0)

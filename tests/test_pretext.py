@@ -4,11 +4,9 @@ and presentation order, its accuracy rising above chance, one trainer step with 
 
 Reference: ../shared/spec/pretext.md (recipes in docs/recipes/pretext.md).
 """
-import importlib.util
 import io
 import itertools
 import math
-import os
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +15,7 @@ import optax
 import pytest
 from PIL import Image
 
+from cvrl_jax import config_lib
 from cvrl_jax import sharding
 from cvrl_jax import trainer
 from cvrl_jax.data import dmvr
@@ -24,14 +23,6 @@ from cvrl_jax.data import pipeline
 from cvrl_jax.objectives import build_objective
 from cvrl_jax.objectives import pretext
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def load_config(name, *args):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, 'configs', name + '.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(*args)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -106,7 +97,7 @@ def test_head_fusions_against_numpy():
 # VCOP.
 # ------------------------------------------------------------------------------------------------
 def test_vcop_configs_follow_the_recipe():
-  config = load_config('vcop_r3d_ucf101')
+  config = config_lib.load_config_file('vcop_r3d_ucf101')
   objective = build_objective(config)
   plan = objective.plan
   assert (plan.sampler, plan.ordering, plan.sampler_params) == ('consecutive', 'ordered',
@@ -129,12 +120,12 @@ def test_vcop_configs_follow_the_recipe():
   assert stages['stem'].shape[1:4] == (16, 56, 56)  # no max-pool
   assert [stages[f'stage{i}'].shape[1:4] for i in (1, 2, 3, 4)] == [
       (16, 56, 56), (8, 28, 28), (4, 14, 14), (2, 7, 7)]
-  demo = build_objective(load_config('vcop_demo', '/data'))
+  demo = build_objective(config_lib.load_config_file('vcop_demo', '/data'))
   assert demo.plan.min_length == 32 and demo.plan.views[0].crop_area_range == (1.0, 1.0)
 
 
 def tiny_vcop(**objective):
-  config = load_config('vcop_demo', '/nowhere')
+  config = config_lib.load_config_file('vcop_demo', '/nowhere')
   config.batch_size = 16
   config.model.depth = 10
   config.model.width_multiplier = 0.125
@@ -234,22 +225,22 @@ def test_vcop_trainer_step_leaves_short_videos_out_and_counts_them(tmp_path):
 # Shuffle & Learn, OPN, Odd-One-Out, order + transform.
 # ------------------------------------------------------------------------------------------------
 def test_paper_configs_follow_the_recipes():
-  snl = build_objective(load_config('shuffle_learn_r3d18_ucf101'))
+  snl = build_objective(config_lib.load_config_file('shuffle_learn_r3d18_ucf101'))
   assert (snl.plan.sampler, snl.plan.ordering, snl.plan.num_views) == ('ordered', 'ordered', 5)
   assert snl.plan.clip_shape[1] == 1 and snl.positive_fraction == 0.25
   assert snl.plan.sampler_params == {'min_gap': 15, 'max_gap': 30} and snl.plan.shared_crop
-  opn = build_objective(load_config('opn_r3d18_ucf101'))
+  opn = build_objective(config_lib.load_config_file('opn_r3d18_ucf101'))
   assert (opn.plan.num_views, opn.plan.clip_shape[1], len(opn.table)) == (4, 1, 12)
   assert (opn.size, opn.jitter, opn.plan.shared_crop) == (80, 5, True)
-  o3n = build_objective(load_config('odd_one_out_r3d18_ucf101'))
+  o3n = build_objective(config_lib.load_config_file('odd_one_out_r3d18_ucf101'))
   assert (o3n.plan.num_views, o3n.plan.clip_shape[1], o3n.plan.sampler) == (6, 6, 'consecutive')
   assert o3n.network.head.fusion == 'sum_of_differences' and len(o3n.frame_orders) == 719
-  ot = build_objective(load_config('order_transform_r3d18_ucf101'))
+  ot = build_objective(config_lib.load_config_file('order_transform_r3d18_ucf101'))
   assert (ot.plan.num_views, len(ot.table), ot.loss_weights) == (
       4, 12, {'order': 1.0, 'transform': 1.0})
   for name in ('shuffle_learn_demo', 'opn_demo', 'odd_one_out_demo', 'order_transform_demo',
                'vcop_demo'):
-    plan = build_objective(load_config(name, '/data')).plan
+    plan = build_objective(config_lib.load_config_file(name, '/data')).plan
     assert plan.min_length <= 40, name  # the demo videos have 40 frames
 
 
@@ -265,7 +256,7 @@ def _labelled_clips(batch, views, frames, size=6):
 
 
 def test_shuffle_and_learn_keeps_the_ends_and_a_quarter_positive():
-  config = load_config('shuffle_learn_demo', '/data')
+  config = config_lib.load_config_file('shuffle_learn_demo', '/data')
   objective = build_objective(config)
   clips = _labelled_clips(4000, 5, 1)
   elements, labels = objective.task({'clips': jnp.asarray(clips), 'keys': _keys(4000)})
@@ -281,7 +272,7 @@ def test_shuffle_and_learn_keeps_the_ends_and_a_quarter_positive():
 
 
 def test_opn_classes_merge_reversals_with_jitter_and_channel_splitting():
-  config = load_config('opn_demo', '/data')
+  config = config_lib.load_config_file('opn_demo', '/data')
   objective = build_objective(config)
   rng = np.random.default_rng(0)
   clips = rng.uniform(size=(500, 4, 1, 32, 32, 3)).astype(np.float32)
@@ -311,7 +302,7 @@ def test_opn_classes_merge_reversals_with_jitter_and_channel_splitting():
 
 
 def test_odd_one_out_shuffles_exactly_the_odd_element():
-  objective = build_objective(load_config('odd_one_out_demo', '/data'))
+  objective = build_objective(config_lib.load_config_file('odd_one_out_demo', '/data'))
   clips = _labelled_clips(300, 6, 4)
   elements, labels = objective.task({'clips': jnp.asarray(clips), 'keys': _keys(300)})
   elements = np.asarray(elements)[:, :, :, 0, 0, 0]  # [B, 6, 4]: 10 * element + frame
@@ -325,7 +316,7 @@ def test_odd_one_out_shuffles_exactly_the_odd_element():
 
 
 def test_order_transform_applies_one_transform_to_the_reordered_segments():
-  objective = build_objective(load_config('order_transform_demo', '/data'))
+  objective = build_objective(config_lib.load_config_file('order_transform_demo', '/data'))
   rng = np.random.default_rng(2)
   clips = rng.uniform(size=(64, 4, 4, 6, 6, 3)).astype(np.float32)
   elements, labels = objective.task({'clips': jnp.asarray(clips), 'keys': _keys(64)})
@@ -361,7 +352,7 @@ def _structured_clips(rng, batch, views, frames, size, gap, within=False):
 
 
 def tiny(name, **objective):
-  config = load_config(name, '/nowhere')
+  config = config_lib.load_config_file(name, '/nowhere')
   config.batch_size = 16
   config.model.depth = 10
   config.model.width_multiplier = 0.125

@@ -1,25 +1,21 @@
 """VTDL and CATE through the real trainer on the demo videos: host fields reach the loss, and
 VTDL's key encoder and queue survive a checkpoint and an exact resume."""
-import importlib.util
 import os
 import shutil
 
 import numpy as np
 import pytest
 
+from cvrl_jax import config_lib
 from cvrl_jax import trainer
 import train_testlib as lib
 from train_testlib import env  # noqa: F401  (the module fixture)
 from test_rho_train import _flatten, _restore_state
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config(data_dir, name, **extra):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, 'configs', name + '.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(data_dir)
+  config = config_lib.load_config_file(name, data_dir)
   overrides = {k: v for k, v in lib.OVERRIDES.items() if not k.startswith('objective.')}
   for key, value in {**overrides, **extra}.items():
     *parents, leaf = key.split('.')

@@ -1,7 +1,5 @@
 """VTDL (docs/recipes/temporal.md): its sampler, TCA, the loss against NumPy, the EMA, a short run."""
 import dataclasses
-import importlib.util
-import os
 
 import jax
 import jax.numpy as jnp
@@ -10,25 +8,18 @@ import optax
 import pytest
 import tensorflow as tf
 
+from cvrl_jax import config_lib
 from cvrl_jax import augment
 from cvrl_jax.data import sampling
 from cvrl_jax.objectives import base
 from cvrl_jax.objectives import build_objective
 from rho_numpy import unit
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BATCH, FRAMES, SIZE = 8, 4, 16
 
 
-def load_config(name, *args):
-  spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, 'configs', name + '.py'))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(*args)
-
-
 def tiny_config(**objective):
-  config = load_config('vtdl_demo', '/nowhere')
+  config = config_lib.load_config_file('vtdl_demo', '/nowhere')
   config.batch_size = BATCH
   config.model.width_multiplier = 0.125
   config.model.conv_impl = 'conv3d'
@@ -42,7 +33,7 @@ def tiny_config(**objective):
 
 
 def test_configs_follow_the_recipe():
-  config = load_config('vtdl_r3d18_ucf101')
+  config = config_lib.load_config_file('vtdl_r3d18_ucf101')
   oc = config.objective
   assert (config.data.num_frames, config.data.frame_stride, config.data.image_size) == (16, 4, 224)
   assert (oc.temperature, oc.queue_size, oc.momentum, oc.head_output_dim) == (0.07, 5000, 0.999, 128)
@@ -53,7 +44,7 @@ def test_configs_follow_the_recipe():
   assert objective.plan.sampler == 'temporal_negative' and objective.plan.num_views == 3
   assert objective.plan.host_fields == ('view_starts',)
   assert objective.plan.views[0].crop_area_range == (0.766, 0.766)
-  demo = build_objective(load_config('vtdl_demo', '/data'))
+  demo = build_objective(config_lib.load_config_file('vtdl_demo', '/data'))
   assert demo.plan.views[0].crop_area_range == (0.6, 1.0)
   with pytest.raises(ValueError, match='tca_max_lambda must be in'):
     build_objective(tiny_config(tca_max_lambda=1.5))

@@ -5,7 +5,6 @@ XLA programs), and a persistent compilation cache in the session's temporary fol
 in-process runs and the `python -m cvrl_jax.main` subprocesses reuse each other's compilations.
 """
 import glob
-import importlib.util
 import os
 import socket
 import subprocess
@@ -19,6 +18,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from jax.experimental.compilation_cache import compilation_cache
+
+from cvrl_jax import config_lib
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEMO_CONFIG = os.path.join(REPO, 'configs', 'demo.py')
@@ -76,10 +77,7 @@ def env(tmp_path_factory):
 
 
 def demo_config(data_dir: str, **extra: Any) -> ml_collections.ConfigDict:
-  spec = importlib.util.spec_from_file_location('demo_config', DEMO_CONFIG)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(data_dir)
+  config = config_lib.load_config_file('demo', data_dir)
   for key, value in {**OVERRIDES, **extra}.items():
     *parents, leaf = key.split('.')
     node = config

@@ -9,8 +9,6 @@
 - `demo_config(method, data_dir)` is configs/demo.py (CVRL's demo run) with the method swapped in
   and the method's sizes scaled to the demo.
 """
-import importlib.util
-import os
 
 import ml_collections
 
@@ -18,8 +16,6 @@ from cvrl_jax import config_lib
 from cvrl_jax import objectives
 
 METHODS = ('rho_moco', 'rho_byol', 'rho_simclr', 'rho_swav')
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-DEMO_CONFIG = os.path.join(REPO_ROOT, 'configs', 'demo.py')
 
 # The recipe's table. head_num_layers counts hidden layers, as CVRL's key does: the reference's
 # "3 layers, hidden 2048, out 128" is two hidden layers plus the output layer.
@@ -88,10 +84,7 @@ def rho_config(method: str) -> ml_collections.ConfigDict:
 
 def load_demo_config(data_dir: str = 'demo_data') -> ml_collections.ConfigDict:
   """configs/demo.py's get_config(data_dir): the CVRL demo run."""
-  spec = importlib.util.spec_from_file_location('cvrl_demo_config', DEMO_CONFIG)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config(data_dir)
+  return config_lib.load_config_file('demo', data_dir)
 
 
 def demo_config(method: str, data_dir: str = 'demo_data', rho: int = 2

@@ -12,15 +12,46 @@ rho 2 (4 in the best runs).
 """
 import ml_collections
 
-from cvrl_jax.objectives import rho_config
+from cvrl_jax import config_lib
+from cvrl_jax import objectives
 
 
 def get_config() -> ml_collections.ConfigDict:
-  config = rho_config.rho_config('rho_byol')
+  config = config_lib.base_config()
+  # Slow-R50 8x8: CVRL's R3D-50 blocks with a (1, 7, 7) stem and no temporal stride; 8 frames at
+  # stride 8 of 30 fps video (about 2.1 s).
+  config.model.depth = 50
+  config.model.stem_temporal_kernel = 1
+  config.model.stem_temporal_stride = 1
+  config.data.num_frames = 8
+  config.data.frame_stride = 8
+  config.data.eval_num_frames = 8
+  config.data.eval_frame_stride = 8
   # Kinetics-400 as DMVR TFRecords (`python -m cvrl_jax.convert`). Replace YOUR_BUCKET with your
   # bucket or a local folder; comma-separated globs are accepted.
   config.data.train_files = 'gs://YOUR_BUCKET/kinetics400/train-*.tfrecord'
   config.data.eval_files = 'gs://YOUR_BUCKET/kinetics400/val-*.tfrecord'
   config.data.num_classes = 400
   config.data.num_train_examples = 215_570
+
+  # The recipe's table (docs/recipes/rho_family.md). head_num_layers counts hidden layers, as
+  # CVRL's key does: "3 layers, hidden 2048, out 128" is two hidden layers and the output layer;
+  # head_bn_momentum 0.9 is PyTorch's BatchNorm1d default (its 0.1) in Flax's convention.
+  with config.unlocked():
+    config.objective = objectives.objective_config(
+        'rho_byol', rho=2, temperature=0.5, head_hidden_dim=4096, head_num_layers=1,
+        head_output_dim=256, head_use_bn=True, head_bn_momentum=0.9, base_momentum=0.996,
+        predictor_hidden_dim=4096, predictor_num_layers=1)
+  config.batch_size = 512
+  config.num_epochs = 200
+  config.optim.name = 'lars'
+  config.optim.base_lr = 4.8  # at global batch 512
+  config.optim.base_batch_size = 512
+  config.optim.weight_decay = 1e-6
+  config.optim.momentum = 0.9
+  config.optim.nesterov = False
+  config.optim.lars_trust_coefficient = 0.001
+  config.optim.warmup_epochs = 35.0
+  config.optim.schedule = 'cosine'
+  config.lock()  # the objective's keys too: a misspelt override fails
   return config

@@ -2,8 +2,8 @@
 `python -m cvrl_jax.compare`.
 
 Every method pretrains on the demo videos with the demo's backbone, batch, number of steps and
-seed (configs/demo.py; the rho-family's objectives swapped in by rho_config.demo_config; the
-pretext tasks' clip plans and heads from configs/<method>_demo.py), then the same evaluators run
+seed (configs/demo.py; every other method's objective, clip plan, head and optimiser from
+configs/<method>_demo.py), then the same evaluators run
 on each encoder: the linear probe (top-1 on the test videos), kNN (top-1) and nearest-neighbour
 retrieval (top-1), and on a randomly initialised encoder for reference. One table is printed
 and written to WORKDIR/comparison.md (and .json):
@@ -37,13 +37,13 @@ from cvrl_jax import config_lib
 from cvrl_jax import logs
 from cvrl_jax import paths
 from cvrl_jax import startup
-from cvrl_jax.objectives import rho_config
 
+RHO_METHODS = ('rho_moco', 'rho_byol', 'rho_simclr', 'rho_swav')
 PRETEXT_METHODS = ('vcop', 'shuffle_learn', 'opn', 'odd_one_out', 'order_transform')
 # Temporal contrastive methods (docs/recipes/temporal.md): like the pretext tasks, their clip
 # plans and heads come from configs/<method>_demo.py.
 TEMPORAL_METHODS = ('vtdl', 'cate')
-METHODS = ('cvrl',) + rho_config.METHODS + PRETEXT_METHODS + TEMPORAL_METHODS
+METHODS = ('cvrl',) + RHO_METHODS + PRETEXT_METHODS + TEMPORAL_METHODS
 NAMES = {'cvrl': 'CVRL', 'rho_simclr': 'ρSimCLR', 'rho_moco': 'ρMoCo', 'rho_byol': 'ρBYOL',
          'rho_swav': 'ρSwAV', 'vcop': 'VCOP', 'shuffle_learn': 'Shuffle & Learn', 'opn': 'OPN',
          'odd_one_out': 'Odd-One-Out', 'order_transform': 'order + transform', 'vtdl': 'VTDL',
@@ -69,13 +69,13 @@ def pretrain_config(method: str, data_dir: str, *, rho: int, epochs: Optional[in
   """The demo run with `method`'s objective; budget and seed shared by every method (epochs
   None keeps the demo's)."""
   if method == 'cvrl':
-    config = rho_config.load_demo_config(data_dir)
-  elif method in rho_config.METHODS:
-    config = rho_config.demo_config(method, data_dir, rho=rho)
-  elif method in PRETEXT_METHODS + TEMPORAL_METHODS:
-    config = _pretext_demo_config(method, data_dir)
+    config = config_lib.load_config_file('demo', data_dir)
+  elif method in METHODS:
+    config = _method_demo_config(method, data_dir)
   else:
     raise ValueError(f'unknown method {method!r}; choose from {METHODS}')
+  if method in RHO_METHODS:
+    config.objective.rho = rho
   if epochs is not None:
     config.num_epochs = epochs
   config.num_train_steps = steps
@@ -83,11 +83,11 @@ def pretrain_config(method: str, data_dir: str, *, rho: int, epochs: Optional[in
   return config
 
 
-def _pretext_demo_config(method: str, data_dir: str) -> ml_collections.ConfigDict:
+def _method_demo_config(method: str, data_dir: str) -> ml_collections.ConfigDict:
   """configs/<method>_demo.py (its clip plan, head and optimiser) with the CVRL demo's backbone,
   batch, epochs, seed and evaluation settings, so only the objective differs."""
   config = config_lib.load_config_file(f'{method}_demo', data_dir)
-  cvrl = rho_config.load_demo_config(data_dir)
+  cvrl = config_lib.load_config_file('demo', data_dir)
   for key in ('batch_size', 'num_epochs', 'num_train_steps', 'seed', 'model', 'mesh', 'eval'):
     config[key] = cvrl[key]
   for key in ('eval_num_frames', 'eval_frame_stride', 'eval_image_size', 'eval_resize',

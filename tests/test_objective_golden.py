@@ -26,7 +26,7 @@ from cvrl_jax import trainer
 from cvrl_jax.data import dmvr
 from cvrl_jax.data import pipeline
 from cvrl_jax.objectives import build_objective
-from cvrl_jax.objectives import rho_config
+import rho_testlib
 
 GOLDEN = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'golden', 'objectives.json')
 WRITE = os.environ.get('CVRL_WRITE_GOLDEN') == '1'
@@ -77,7 +77,7 @@ def tiny_config(case, train_files):
     config = config_lib.base_config()
     config.objective.head_num_layers = 2
   else:
-    config = rho_config.set_method(config_lib.base_config(), name)
+    config = rho_testlib.with_method(config_lib.base_config(), name)
     config.objective.rho = rho
   config.batch_size = BATCH
   config.model.depth = 18

@@ -18,7 +18,7 @@ from cvrl_jax import config_lib
 from cvrl_jax import sharding
 from cvrl_jax.objectives import base
 from cvrl_jax.objectives import build_objective
-from cvrl_jax.objectives import rho_config
+import rho_testlib
 from rho_numpy import numpy_byol, numpy_moco, numpy_simclr, numpy_swav, unit
 
 BATCH, RHO, FRAMES, SIZE = 8, 3, 2, 16
@@ -26,7 +26,7 @@ TOTAL_STEPS, STEPS_PER_EPOCH = 100, 10.0
 
 
 def tiny_config(method, rho=RHO):
-  config = rho_config.set_method(config_lib.base_config(), method)
+  config = rho_testlib.with_method(config_lib.base_config(), method)
   config.batch_size = BATCH
   config.model.depth = 18
   config.model.width_multiplier = 0.125
@@ -106,7 +106,7 @@ def test_paper_configs_follow_the_spec_table():
                        optim='lars', lr=4.8, wd=1e-6),
   }
   for method, e in expected.items():
-    c = rho_config.rho_config(method)
+    c = rho_testlib.paper_config(method)
     o = c.objective
     assert (o.name, o.rho, o.temperature) == (method, e['rho'], e['temperature'])
     assert (o.head_hidden_dim, o.head_num_layers, o.head_output_dim, o.head_use_bn) == (
@@ -119,27 +119,27 @@ def test_paper_configs_follow_the_spec_table():
     assert (c.data.num_frames, c.data.frame_stride) == (8, 8)
     with pytest.raises(AttributeError):
       c.objective.temprature = 0.2  # locked: a misspelt override fails
-  assert rho_config.rho_config('rho_moco').objective.base_momentum == 0.994
-  assert rho_config.rho_config('rho_moco').objective.queue_size == 65_536
-  assert rho_config.rho_config('rho_byol').objective.base_momentum == 0.996
-  byol = rho_config.rho_config('rho_byol').objective
+  assert rho_testlib.paper_config('rho_moco').objective.base_momentum == 0.994
+  assert rho_testlib.paper_config('rho_moco').objective.queue_size == 65_536
+  assert rho_testlib.paper_config('rho_byol').objective.base_momentum == 0.996
+  byol = rho_testlib.paper_config('rho_byol').objective
   assert (byol.predictor_hidden_dim, byol.predictor_num_layers) == (4096, 1)
-  swav = rho_config.rho_config('rho_swav').objective
+  swav = rho_testlib.paper_config('rho_swav').objective
   assert (swav.num_prototypes, swav.sinkhorn_epsilon, swav.sinkhorn_iters,
           swav.freeze_prototypes_epochs) == (1000, 0.05, 3, 1.0)
 
 
 def test_demo_configs_share_the_cvrl_demo_budget():
-  cvrl = rho_config.load_demo_config('/data')
-  for method in rho_config.METHODS:
-    c = rho_config.demo_config(method, '/data')
+  cvrl = config_lib.load_config_file('demo', '/data')
+  for method in rho_testlib.METHODS:
+    c = rho_testlib.demo_config(method, '/data')
     for key in ('batch_size', 'num_epochs', 'seed', 'data', 'model'):
       assert c[key] == cvrl[key], (method, key)
     assert c.objective.rho == 2 and c.optim.base_batch_size == c.batch_size
 
 
 def test_specs_and_bad_values():
-  for method in rho_config.METHODS:
+  for method in rho_testlib.METHODS:
     objective = build_objective(tiny_config(method, rho=3))
     plan = objective.plan
     assert (plan.num_views, plan.sampler, plan.augment_policies) == (3, 'rho', ('aug_plus',) * 3)

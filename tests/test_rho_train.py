@@ -15,7 +15,7 @@ import pytest
 from cvrl_jax import trainer
 from cvrl_jax.data import pipeline
 from cvrl_jax.objectives import build_objective
-from cvrl_jax.objectives import rho_config
+import rho_testlib
 import train_testlib as lib
 
 # Small enough to wrap the queue: 16 videos x 2 clips = 32 keys a step into 64 rows.
@@ -23,7 +23,7 @@ MOCO_OVERRIDES = {'objective.queue_size': 64}
 
 
 def _config(data_dir, method='rho_moco', **extra):
-  config = rho_config.demo_config(method, data_dir)
+  config = rho_testlib.demo_config(method, data_dir)
   method_overrides = MOCO_OVERRIDES if method == 'rho_moco' else {}
   for key, value in {**lib.OVERRIDES, **method_overrides, **extra}.items():
     *parents, leaf = key.split('.')

@@ -8,10 +8,9 @@ joint flip 0.5, per-frame spatial jitter of up to 5 pixels around an 80 x 80 win
 resizes the shared box to 90 = 80 + 2 x 5) and per-frame channel splitting; 12 classes with each
 order and its reverse merged; head fc6 1024 (BN, ReLU, dropout 0.5) per frame, fc7 512 (BN, ReLU,
 dropout 0.5) per pair, Linear(12); SGD LR 0.01, momentum 0.9, weight decay 5e-4, batch 64,
-170k iterations. Choices where the paper is silent or our code differs: frame gaps uniform in
+170k iterations, the LR divided by 10 at 130k. Choices where the paper is silent or our code differs: frame gaps uniform in
 2-8 frames (frame_gap_range, [unconfirmed]); the crop box is a random resized crop of 30-100%
-of the frame rather than a corner of a 100 x 100 region; the LR stays constant (the paper divides
-it by 10 at 130k: config.optim has no step schedule); the backbone is R3D-18 on static clips
+of the frame rather than a corner of a 100 x 100 region; the backbone is R3D-18 on static clips
 of one frame where the paper used CaffeNet.
 
 Each frame reaches the 3D backbone as a static clip of 8 copies (frame_repeat), so every
@@ -46,7 +45,8 @@ def get_config():
   config.optim.base_batch_size = 64
   config.optim.momentum = 0.9
   config.optim.weight_decay = 5e-4
-  config.optim.schedule = 'constant'
+  config.optim.schedule = 'step'
+  config.optim.decay_steps = (130_000,)
   config.optim.warmup_epochs = 0.0
   config.lock()
   return config

@@ -6,11 +6,10 @@
 Recipe (docs/recipes/pretext.md, "Shuffle & Learn"): 5 frames a < b < c < d < e; positive
 (b, c, d) for 25% of the tuples, else (b, a, d) or (b, e, d); per-frame fc7 4096, the three
 concatenated, Linear(2); SGD LR 1e-3, momentum 0.9, weight decay 5e-4, 128 tuples a step,
-100k iterations. Choices: consecutive sampled frames 15-30 frames apart (frame_gap_range:
+100k iterations, the LR divided by 10 at 80k. Choices: consecutive sampled frames 15-30 frames apart (frame_gap_range:
 |b - d| is 30-60 and min(|a - b|, |d - e|) at least 15, the paper's gaps at ~30 fps
 [unconfirmed]), frames sampled uniformly instead of from high-motion windows, one crop box
-for the tuple, no flip; the LR stays constant (the paper divides it by 10 at 80k); R3D-18 on
-static clips of one frame where the paper used CaffeNet.
+for the tuple, no flip; R3D-18 on static clips of one frame where the paper used CaffeNet.
 
 Each frame reaches the 3D backbone as a static clip of 8 copies (frame_repeat), so every
 temporal tap trains and the encoder is usable on clips.
@@ -45,7 +44,8 @@ def get_config():
   config.optim.base_batch_size = 128
   config.optim.momentum = 0.9
   config.optim.weight_decay = 5e-4
-  config.optim.schedule = 'constant'
+  config.optim.schedule = 'step'
+  config.optim.decay_steps = (80_000,)
   config.optim.warmup_epochs = 0.0
   config.lock()
   return config

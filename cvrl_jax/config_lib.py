@@ -128,7 +128,13 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.base_lr = 0.32  # at batch 1024; lr = base_lr * batch_size / base_batch_size
   c.optim.base_batch_size = 1024
   c.optim.warmup_epochs = 5.0
-  c.optim.schedule = 'cosine'
+  c.optim.schedule = 'cosine'  # 'cosine' | 'constant' | 'step' (cvrl_jax.optim)
+  c.optim.final_lr_fraction = 0.0  # 'cosine' ends at peak * this
+  # 'step': the learning rate is multiplied by decay_factor at each of decay_epochs, or of
+  # decay_steps (for recipes counted in iterations; set one of the two).
+  c.optim.decay_epochs = ()
+  c.optim.decay_steps = ()
+  c.optim.decay_factor = 0.1
   c.optim.weight_decay = 1e-6
   c.optim.lars_trust_coefficient = 0.001
 
@@ -159,7 +165,7 @@ def base_config() -> ml_collections.ConfigDict:
 # ----------------------------------------------------------------------------------------------
 _CHOICES = {
     'optim.name': ('sgd', 'lars'),
-    'optim.schedule': ('cosine', 'constant'),
+    'optim.schedule': ('cosine', 'constant', 'step'),
     'model.dtype': ('float32', 'bfloat16'),
     'data.host_split': ('files', 'records'),
 }
@@ -243,6 +249,21 @@ def validate(config: ml_collections.ConfigDict) -> None:
   if not 0.0 <= config.data.max_bad_fraction < 1.0:
     raise ValueError('config.data.max_bad_fraction must be in [0, 1), got '
                      f'{config.data.max_bad_fraction!r}.')
+  if not 0.0 <= config.optim.final_lr_fraction <= 1.0:
+    raise ValueError('config.optim.final_lr_fraction must be in [0, 1], got '
+                     f'{config.optim.final_lr_fraction!r}.')
+  if config.optim.schedule == 'step':
+    epochs, steps = tuple(config.optim.decay_epochs), tuple(config.optim.decay_steps)
+    if bool(epochs) == bool(steps):
+      raise ValueError("config.optim.schedule='step' needs one of config.optim.decay_epochs and "
+                       f'config.optim.decay_steps, got {epochs!r} and {steps!r}.')
+    boundaries = epochs or steps
+    if list(boundaries) != sorted(set(boundaries)) or boundaries[0] <= 0:
+      raise ValueError(f"config.optim.decay_{'epochs' if epochs else 'steps'} must increase and "
+                       f'be > 0, got {boundaries!r}.')
+    if not 0.0 < config.optim.decay_factor < 1.0:
+      raise ValueError('config.optim.decay_factor must be in (0, 1), got '
+                       f'{config.optim.decay_factor!r}.')
   if not 0.0 <= config.optim.momentum < 1.0:
     raise ValueError(f'config.optim.momentum must be in [0, 1), got {config.optim.momentum!r}.')
 

@@ -13,7 +13,7 @@ import optax
 
 PyTree = Any
 
-SCHEDULES = ('cosine', 'constant')
+SCHEDULES = ('cosine', 'constant', 'step')
 OPTIMIZERS = ('sgd', 'lars')
 
 
@@ -33,9 +33,21 @@ def steps_per_epoch(config: ml_collections.ConfigDict, num_train_examples: int) 
   return num_train_examples / config.batch_size
 
 
+def decay_boundaries(optim_cfg: ml_collections.ConfigDict, steps_per_epoch: float) -> list:
+  """The 'step' schedule's decay steps: decay_steps as given, or decay_epochs in steps."""
+  if optim_cfg.decay_steps:
+    return [int(step) for step in optim_cfg.decay_steps]
+  return [int(round(epoch * steps_per_epoch)) for epoch in optim_cfg.decay_epochs]
+
+
 def learning_rate_schedule(optim_cfg: ml_collections.ConfigDict, batch_size: int,
                            steps_per_epoch: float, num_steps: int) -> optax.Schedule:
-  """Linear warmup from 0 over warmup_epochs, then cosine to 0 at num_steps (or constant).
+  """Linear warmup from 0 over warmup_epochs, then one of SCHEDULES:
+
+  - 'cosine': cosine decay from the peak to peak * final_lr_fraction at num_steps;
+  - 'constant': the peak;
+  - 'step': the peak, times decay_factor at each of decay_epochs (or of decay_steps, for
+    recipes counted in iterations), counted from the start of training, warmup included.
 
   The learning rate of update `s` (0-based) is schedule(s): 0 for the very first update, as in
   the reference's warmup.
@@ -43,9 +55,15 @@ def learning_rate_schedule(optim_cfg: ml_collections.ConfigDict, batch_size: int
   peak = peak_learning_rate(optim_cfg, batch_size)
   warmup_steps = min(int(round(optim_cfg.warmup_epochs * steps_per_epoch)), num_steps)
   if optim_cfg.schedule == 'cosine':
-    decay = optax.cosine_decay_schedule(peak, max(num_steps - warmup_steps, 1), alpha=0.0)
+    decay = optax.cosine_decay_schedule(peak, max(num_steps - warmup_steps, 1),
+                                        alpha=optim_cfg.final_lr_fraction)
   elif optim_cfg.schedule == 'constant':
     decay = optax.constant_schedule(peak)
+  elif optim_cfg.schedule == 'step':
+    # join_schedules counts the decay's steps from the end of the warmup.
+    decay = optax.piecewise_constant_schedule(
+        peak, {step - warmup_steps: optim_cfg.decay_factor
+               for step in decay_boundaries(optim_cfg, steps_per_epoch) if step > warmup_steps})
   else:
     raise ValueError(f'config.optim.schedule must be one of {SCHEDULES}, got {optim_cfg.schedule!r}.')
   if warmup_steps == 0:

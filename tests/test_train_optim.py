@@ -41,6 +41,55 @@ def test_constant_schedule_and_no_warmup():
   assert [float(schedule(s)) for s in (0, 50, 99)] == pytest.approx([0.08] * 3)
 
 
+def test_cosine_ends_at_the_final_fraction():
+  # CEP's recipe: cosine to lr / 1000. Reference: peak * (f + (1 - f) * (1 + cos(pi t / T)) / 2).
+  schedule = optim.learning_rate_schedule(
+      _optim_cfg(warmup_epochs=0.0, final_lr_fraction=1e-3), 64, 10.0, 500)
+  peak = 0.32 * 64 / 1024
+  for step in (0, 125, 250, 499, 500):
+    expected = peak * (1e-3 + (1 - 1e-3) * 0.5 * (1 + np.cos(np.pi * step / 500)))
+    assert float(schedule(step)) == pytest.approx(expected, rel=1e-5), step
+  assert float(schedule(500)) == pytest.approx(peak / 1000, rel=1e-5)
+
+
+def test_step_schedule_divides_at_the_given_epochs_after_warmup():
+  # VTDL's recipe at 10 steps an epoch: x0.1 at epochs 120, 160, 200 of 240; here with 2 warmup
+  # epochs, which count towards the epochs (the boundaries are from the start of training).
+  cfg = _optim_cfg(schedule='step', warmup_epochs=2.0, decay_epochs=(120, 160, 200),
+                   base_lr=0.003, base_batch_size=64)
+  schedule = optim.learning_rate_schedule(cfg, 64, 10.0, 2400)
+  expected = {0: 0.0, 10: 0.0015, 20: 0.003, 1199: 0.003, 1200: 3e-4, 1599: 3e-4, 1600: 3e-5,
+              2000: 3e-6, 2399: 3e-6}
+  for step, lr in expected.items():
+    assert float(schedule(step)) == pytest.approx(lr, rel=1e-5), step
+  # Counted in iterations (OPN: x0.1 at 130k of 170k), without warmup.
+  cfg = _optim_cfg(schedule='step', warmup_epochs=0.0, decay_steps=(130_000,), base_lr=0.01,
+                   base_batch_size=64)
+  schedule = optim.learning_rate_schedule(cfg, 64, 149.0, 170_000)
+  assert [float(schedule(s)) for s in (0, 129_999, 130_000, 169_999)] == pytest.approx(
+      [0.01, 0.01, 0.001, 0.001])
+
+
+@pytest.mark.parametrize('overrides, message', [
+    (dict(decay_epochs=()), 'needs one of config.optim.decay_epochs'),
+    (dict(decay_epochs=(10,), decay_steps=(100,)), 'needs one of config.optim.decay_epochs'),
+    (dict(decay_epochs=(20, 10)), 'decay_epochs must increase'),
+    (dict(decay_steps=(0, 10)), 'decay_steps must increase and be > 0'),
+    (dict(decay_epochs=(10,), decay_factor=1.5), 'decay_factor must be in'),
+])
+def test_step_schedule_bad_values_are_named(overrides, message):
+  config = config_lib.base_config()
+  config.optim.schedule = 'step'
+  for key, value in overrides.items():
+    config.optim[key] = value
+  with pytest.raises(ValueError, match=message):
+    config_lib.validate(config)
+  config = config_lib.base_config()
+  config.optim.final_lr_fraction = 2.0
+  with pytest.raises(ValueError, match='final_lr_fraction must be in'):
+    config_lib.validate(config)
+
+
 def test_step_count_from_epochs_or_explicit():
   config = config_lib.base_config()
   assert optim.total_steps(config, 215_570) == 42_103  # floor(200 * 215570 / 1024)

@@ -2,11 +2,19 @@
 
   python -m cvrl_jax.convert --input SRC --output DIR [--fps 10] [--short-side 256]
       [--jpeg-quality 90] [--num-shards N] [--workers W] [--split-name train]
+      [--audio [--audio-rate 44100]]
 
 SRC is a folder with one sub-folder of videos per class (UCF101/HMDB51 layout), or a CSV file of
 `path,label` rows (an optional `path,label` header; relative paths are relative to the CSV).
 Videos are decoded with PyAV at `--fps`, resized so the short side is `--short-side` pixels
 (0 keeps the size) and stored as per-frame JPEGs, one `tf.train.SequenceExample` per video.
+
+With `--audio` (off by default: frames only), each video's first audio track is also stored,
+downmixed to mono and resampled to `--audio-rate` samples per second (44100 by default, the
+audio-visual recipes' rate), under DMVR's audio key `WAVEFORM/feature/floats` with the rate in
+`WAVEFORM/sample_rate`; the track starts at the first frame's time and is cut at the last
+frame's end (cvrl_jax.data.dmvr, cvrl_jax.data.video). A video without an audio track, or whose
+track cannot be decoded, is written without audio and listed in the summary's `without_audio`.
 
 Output in DIR: shards `{split}-00000-of-N.tfrecord`, `labels.txt` (line i: name of label i) and
 `{split}_summary.json` (videos written, every skipped input with its reason, records and bytes per
@@ -53,6 +61,30 @@ class Settings:
   fps: float
   short_side: int
   jpeg_quality: int
+  audio_rate: int = 0  # samples per second of the stored audio; 0: no audio
+
+
+def settings_record(settings: Settings) -> dict:
+  """The settings as a shard's metadata records them (without audio_rate when audio is off, so
+  shards converted before audio existed still resume)."""
+  record = dataclasses.asdict(settings)
+  if not record['audio_rate']:
+    del record['audio_rate']
+  return record
+
+
+MIN_AUDIO_RATE, MAX_AUDIO_RATE = 1000, 384_000
+
+
+def check_audio_rate(audio_rate) -> int:
+  """A whole number of samples per second in [MIN_AUDIO_RATE, MAX_AUDIO_RATE], else ValueError."""
+  whole = isinstance(audio_rate, (int, np.integer)) or (
+      isinstance(audio_rate, float) and audio_rate.is_integer())
+  if isinstance(audio_rate, bool) or not whole or not (
+      MIN_AUDIO_RATE <= audio_rate <= MAX_AUDIO_RATE):
+    raise ValueError(f'--audio-rate must be a whole number of samples per second (Hz) from '
+                     f'{MIN_AUDIO_RATE} to {MAX_AUDIO_RATE}, e.g. 44100; got {audio_rate!r}.')
+  return int(audio_rate)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,7 +221,25 @@ def convert_shard(shard: str, items: Sequence[Item], label_index: dict[str, int]
   """Writes one shard and its metadata file; returns the metadata."""
   from cvrl_jax.data import dmvr  # pylint: disable=g-import-not-at-top
   from cvrl_jax.data import video  # pylint: disable=g-import-not-at-top
-  skipped = []
+  skipped, without_audio = [], []
+  with_audio = 0
+
+  def audio_of(item, decoded):
+    """Keyword arguments of the record's audio; {} (the video listed in without_audio) if none."""
+    nonlocal with_audio
+    try:
+      track = video.decode_audio(item.path, sample_rate=settings.audio_rate,
+                                 start_timestamp_us=decoded.start_timestamp_us,
+                                 end_timestamp_us=decoded.end_timestamp_us)
+      reason = ('no audio stream' if track is None else
+                'the audio track ends before the first frame' if not track.samples.size else None)
+    except video.AudioError as e:
+      track, reason = None, str(e)
+    if reason is not None:
+      without_audio.append({'path': item.path, 'reason': reason})
+      return {}
+    with_audio += 1
+    return {'audio': track.samples, 'audio_sample_rate': track.sample_rate}
 
   def examples():
     for item in items:
@@ -207,12 +257,15 @@ def convert_shard(shard: str, items: Sequence[Item], label_index: dict[str, int]
         yield dmvr.make_sequence_example(
             decoded.jpeg_frames, label_index[item.label], label_string=item.label,
             data_path=item.path, start_timestamp_us=decoded.start_timestamp_us,
-            end_timestamp_us=decoded.end_timestamp_us)
+            end_timestamp_us=decoded.end_timestamp_us,
+            **(audio_of(item, decoded) if settings.audio_rate else {}))
 
-  meta = {'sources': [item.path for item in items], 'settings': dataclasses.asdict(settings)}
+  meta = {'sources': [item.path for item in items], 'settings': settings_record(settings)}
 
   def record_meta(tmp, count):  # before the rename: a shard under its name always has its record
     meta.update(records=count, bytes=paths.size(tmp), skipped=skipped)
+    if settings.audio_rate:
+      meta.update(with_audio=with_audio, without_audio=without_audio)
     dmvr.write_text_atomic(dmvr.meta_path(shard), json.dumps(meta))
 
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -234,7 +287,7 @@ def _finished_meta(shard: str, items: Sequence[Item], settings: Settings) -> dic
                      'move it away or use a new --output folder.')
   meta = paths.read_json(dmvr.meta_path(shard))
   if (meta.get('sources') != [item.path for item in items]
-      or meta.get('settings') != dataclasses.asdict(settings)):
+      or meta.get('settings') != settings_record(settings)):
     raise ValueError(f'{shard} was written from other inputs or settings; use a new --output '
                      'folder or delete the old shards.')
   return meta
@@ -334,13 +387,17 @@ def _check_output(output: str, split: str, num_shards: int) -> int:
 
 def convert(source: str, output: str, *, fps: float = 10.0, short_side: int = 256,
             jpeg_quality: int = 90, num_shards: int = 0, workers: int = 0,
-            split_name: str = 'train', quiet: bool = False) -> dict:
-  """Converts the videos of `source` into `output`; returns the summary (also written as JSON)."""
+            split_name: str = 'train', audio: bool = False, audio_rate: int = 44_100,
+            quiet: bool = False) -> dict:
+  """Converts the videos of `source` into `output`; returns the summary (also written as JSON).
+
+  `audio`: also store each video's audio track, mono at `audio_rate` samples per second."""
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   from cvrl_jax.data import dmvr  # pylint: disable=g-import-not-at-top
 
   if fps <= 0 or short_side < 0 or not 1 <= jpeg_quality <= 100:
     raise ValueError('Need --fps > 0, --short-side >= 0 and 1 <= --jpeg-quality <= 100.')
+  audio_rate = check_audio_rate(audio_rate) if audio else 0
   start = time.time()
   items, skipped = list_inputs(source)
   if not items:
@@ -361,7 +418,8 @@ def convert(source: str, output: str, *, fps: float = 10.0, short_side: int = 25
   num_shards = num_shards or min(MAX_AUTO_SHARDS, math.ceil(len(items) / VIDEOS_PER_SHARD))
   shards = [dmvr.shard_path(output, split_name, i, num_shards) for i in range(num_shards)]
   assignment = dict(zip(shards, assign_shards(items, num_shards)))
-  settings = Settings(fps=fps, short_side=short_side, jpeg_quality=jpeg_quality)
+  settings = Settings(fps=fps, short_side=short_side, jpeg_quality=jpeg_quality,
+                      audio_rate=audio_rate)
   results = {s: m for s in shards if (m := _finished_meta(s, assignment[s], settings)) is not None}
   tasks = [(s, assignment[s]) for s in shards if s not in results]
   done = sum(len(assignment[s]) for s in results)
@@ -381,6 +439,10 @@ def convert(source: str, output: str, *, fps: float = 10.0, short_side: int = 25
                                        'bytes': results[s]['bytes']} for s in shards},
       'seconds': round(time.time() - start, 1),
   }
+  if audio_rate:
+    summary.update(audio_rate=audio_rate,
+                   with_audio=sum(results[s]['with_audio'] for s in shards),
+                   without_audio=[v for s in shards for v in results[s]['without_audio']])
   dmvr.write_text_atomic(dmvr.summary_path(output, split_name), json.dumps(summary, indent=1))
   if not quiet:
     print(format_summary(summary))
@@ -399,6 +461,14 @@ def format_summary(summary: dict, max_listed: int = 20) -> str:
     lines.append(f"  skipped {skip['path']}: {skip['reason']}")
   if len(summary['skipped']) > max_listed:
     lines.append(f"  ... and {len(summary['skipped']) - max_listed} more (see the summary JSON)")
+  if summary.get('audio_rate'):
+    silent = summary['without_audio']
+    lines.append(f"Audio at {summary['audio_rate']} Hz: {summary['with_audio']} videos with a "
+                 f"track, {len(silent)} written without audio.")
+    for entry in silent[:max_listed]:
+      lines.append(f"  without audio {entry['path']}: {entry['reason']}")
+    if len(silent) > max_listed:
+      lines.append(f"  ... and {len(silent) - max_listed} more (see the summary JSON)")
   return '\n'.join(lines)
 
 
@@ -415,6 +485,10 @@ def main(argv=None) -> int:
                       help=f'0: one per {VIDEOS_PER_SHARD} videos')
   parser.add_argument('--workers', type=int, default=0, help='worker processes; 0: one per core')
   parser.add_argument('--split-name', default='train', help='shard and summary name prefix')
+  parser.add_argument('--audio', action='store_true',
+                      help='also store each video\'s audio track (mono), DMVR\'s audio key')
+  parser.add_argument('--audio-rate', type=float, default=44_100,
+                      help='samples per second of the stored audio (default 44100)')
   parser.add_argument('--verbosity', '-v', type=int, default=0,
                       help='1: also show TensorFlow\'s own start-up and warning lines')
   args = parser.parse_args(argv)
@@ -422,7 +496,7 @@ def main(argv=None) -> int:
   try:
     convert(args.input, args.output, fps=args.fps, short_side=args.short_side,
             jpeg_quality=args.jpeg_quality, num_shards=args.num_shards, workers=args.workers,
-            split_name=args.split_name)
+            split_name=args.split_name, audio=args.audio, audio_rate=args.audio_rate)
   except (ValueError, FileNotFoundError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 1

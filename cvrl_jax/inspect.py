@@ -2,8 +2,9 @@
 
   python -m cvrl_jax.inspect FILES... [--output sheet.png] [--num-videos 4]
 
-Prints the number of videos, frames per video (min / median / max) and the label histogram
-(with names from a labels.txt beside the files), and writes a PNG with, for a few videos, the
+Prints the number of videos, frames per video (min / median / max), for records with an audio
+track (`convert --audio`) its sample rate and duration (min / median / max), and the label
+histogram (with names from a labels.txt beside the files), and writes a PNG with, for a few videos, the
 two CVRL views exactly as the pretraining input pipeline produces them (temporal pair sampling,
 one random resized crop per clip; colour augmentation runs later, on the accelerator).
 """
@@ -22,28 +23,44 @@ MAX_COLUMNS = 8  # frames shown per clip
 
 
 def dataset_statistics(files: Sequence[str], max_records: int = 0) -> dict:
-  """{'num_videos', 'frames': int array per video, 'labels': Counter of first label index}."""
+  """{'num_videos', 'frames': int array per video, 'labels': Counter of first label index,
+  'audio_samples': int array per video (0: no audio), 'audio_rates': the same, 0 if none}."""
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   from cvrl_jax.data import dmvr  # pylint: disable=g-import-not-at-top
   from cvrl_jax.data import sources  # pylint: disable=g-import-not-at-top
 
   def summarise(record):
-    parsed = dmvr.parse_sequence_example(record, frames_only=True)
-    return tf.size(parsed['frames']), parsed['label']
+    parsed = dmvr.parse_sequence_example(record, frames_only=True, audio=True)
+    return (tf.size(parsed['frames']), parsed['label'], tf.size(parsed['audio']),
+            parsed['audio_sample_rate'])
 
   records = tf.data.TFRecordDataset(list(files))
   if max_records > 0:
     records = records.take(max_records)
-  frames, labels = [], collections.Counter()
+  frames, labels, samples, rates = [], collections.Counter(), [], []
   try:
-    for count, label in records.map(summarise, num_parallel_calls=tf.data.AUTOTUNE).batch(
-        1024).as_numpy_iterator():
+    for count, label, audio, rate in records.map(
+        summarise, num_parallel_calls=tf.data.AUTOTUNE).batch(1024).as_numpy_iterator():
       frames.extend(count.tolist())
       labels.update(label.tolist())
+      samples.extend(audio.tolist())
+      rates.extend(rate.tolist())
   except tf.errors.DataLossError as e:
     bad = sources.find_corrupt_file(files) or 'one of the files'
     raise sources.corrupt_file_error(bad, e) from None
-  return {'num_videos': len(frames), 'frames': np.asarray(frames, np.int64), 'labels': labels}
+  return {'num_videos': len(frames), 'frames': np.asarray(frames, np.int64), 'labels': labels,
+          'audio_samples': np.asarray(samples, np.int64), 'audio_rates': np.asarray(rates, np.int64)}
+
+
+def format_audio(stats: dict) -> str | None:
+  """'audio: ...' (how many videos have a track, its rates and durations); None if none has."""
+  has = (stats['audio_samples'] > 0) & (stats['audio_rates'] > 0)
+  if not has.any():
+    return None
+  seconds = stats['audio_samples'][has] / stats['audio_rates'][has]
+  rates = ', '.join(f'{r} Hz' for r in np.unique(stats['audio_rates'][has]))
+  return (f"audio in {int(has.sum())} of {stats['num_videos']} videos at {rates}: duration "
+          f'min {seconds.min():.2f} s, median {np.median(seconds):.2f} s, max {seconds.max():.2f} s')
 
 
 def format_statistics(stats: dict, num_files: int, names: list[str] | None) -> str:
@@ -52,6 +69,9 @@ def format_statistics(stats: dict, num_files: int, names: list[str] | None) -> s
     frames = stats['frames']
     lines.append(f'frames per video: min {frames.min()}, median {np.median(frames):g}, '
                  f'max {frames.max()}')
+    audio = format_audio(stats)
+    if audio:
+      lines.append(audio)
   labels = stats['labels']
   lines.append(f'labels ({len(labels)} distinct):')
   most = max(labels.values(), default=1)

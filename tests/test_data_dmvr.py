@@ -21,6 +21,24 @@ def _parse_all(path, **kwargs):
       lambda r: dmvr.parse_sequence_example(r, **kwargs)).as_numpy_iterator())
 
 
+def test_audio_round_trip_in_dmvr_layout(tmp_path):
+  samples = np.sin(np.arange(5000) / 7.0).astype(np.float32)
+  example = dmvr.make_sequence_example([_jpeg(10)], 0, audio=samples, audio_sample_rate=16_000)
+  # DMVR's layout: one feature in the feature list holds the whole track.
+  (feature,) = example.feature_lists.feature_list['WAVEFORM/feature/floats'].feature
+  assert len(feature.float_list.value) == 5000
+  assert example.context.feature['WAVEFORM/sample_rate'].int64_list.value == [16_000]
+  path = str(tmp_path / 'audio.tfrecord')
+  dmvr.write_shard(path, [example, dmvr.make_sequence_example([_jpeg(10)], 1)])
+  with_audio, without = _parse_all(path, audio=True)
+  np.testing.assert_array_equal(with_audio['audio'], samples)
+  assert with_audio['audio_sample_rate'] == 16_000
+  assert without['audio'].shape == (0,) and without['audio_sample_rate'] == 0
+  assert 'audio' not in _parse_all(path)[0]
+  with pytest.raises(ValueError, match='needs both the samples and audio_sample_rate'):
+    dmvr.make_sequence_example([_jpeg(10)], 0, audio=samples)
+
+
 def test_round_trip_keeps_every_field(tmp_path):
   frames = [_jpeg(v) for v in (10, 80, 200)]
   examples = [

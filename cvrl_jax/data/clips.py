@@ -151,6 +151,43 @@ def plan_views_fn(plan, jpeg: bool):
   return views, shape
 
 
+_AUDIO_MESSAGE = ('A record has no audio track at the clip plan\'s sample rate, or no '
+                  'clip/start/timestamp and clip/end/timestamp to align it with the frames.')
+
+
+def audio_windows_fn(plan):
+  """(parsed record, view_starts int32 [V], video_length) -> {'audio': float32 [V, A],
+  'audio_starts': int32 [V]} for a resolved plan with `audio` (data/plan.py).
+
+  A stored frame lasts (end - start timestamp) / L seconds, and sample 0 of the track is the
+  sound at the start timestamp (cvrl_jax.convert --audio). View v covers frames
+  [s_v, s_v + (T - 1) * stride + 1), and its window of A samples is centred on that span's
+  middle: it starts at round((s_v + span / 2) * samples per frame - A / 2). Samples outside the
+  track are zeros. A record without audio at the plan's rate fails (the record is bad,
+  cvrl_jax/data/records.py).
+  """
+  num_samples, rate = plan.audio.num_samples, plan.audio.sample_rate
+  span = (plan.views[0].num_frames - 1) * plan.views[0].stride + 1
+
+  def windows(parsed, view_starts, video_length):
+    waveform = parsed['audio']
+    length = tf.size(waveform)
+    seconds = tf.cast(parsed['end_timestamp'] - parsed['start_timestamp'], tf.float64) / 1e6
+    usable = tf.reduce_all(tf.stack([
+        length > 0, tf.equal(parsed['audio_sample_rate'], rate),
+        parsed['start_timestamp'] >= 0, seconds > 0]))
+    with tf.control_dependencies([tf.debugging.Assert(usable, [_AUDIO_MESSAGE])]):
+      per_frame = rate * seconds / tf.cast(video_length, tf.float64)
+    middle = (tf.cast(view_starts, tf.float64) + span / 2) * per_frame
+    starts = tf.cast(tf.floor(middle - num_samples / 2 + 0.5), tf.int32)
+    index = starts[:, None] + tf.range(num_samples, dtype=tf.int32)[None, :]
+    inside = (index >= 0) & (index < length)
+    audio = tf.where(inside, tf.gather(waveform, tf.clip_by_value(index, 0, length - 1)), 0.0)
+    return {'audio': tf.ensure_shape(audio, [plan.num_views, num_samples]),
+            'audio_starts': starts}
+  return windows
+
+
 def video_id(record: tf.Tensor) -> tf.Tensor:
   """uint32 [2]: the 64-bit fingerprint of the raw record, the same for a video in every epoch,
   on every host and after any shuffle."""
@@ -194,16 +231,17 @@ def center_clip_fn(*, clip_len: int, stride: int, resize: int, size: int, jpeg: 
 
 
 def example_fn(source, views_fn, video_shape, *, seed: int, key_fn, keep_fields=(),
-               field_specs=None):
+               field_specs=None, audio_fn=None):
   """Raw element -> {'video', 'label', 'key'} (+ 'position', 'mask' when the element has them).
 
   A views fn that returns a dict (plan_views_fn) adds its fields named in `keep_fields`
   (data/plan.py's HOST_FIELDS, 'fits'), and 'video_id' when asked for; padding elements then
-  need `field_specs` {name: (dtype, shape)} (zeros; 'fits' False).
+  need `field_specs` {name: (dtype, shape)} (zeros; 'fits' False). `audio_fn`
+  (audio_windows_fn) adds the views' audio windows; the record's audio is parsed only then.
   """
   keep_fields = tuple(keep_fields)
   def process(ex):
-    parsed = source.parse(ex)
+    parsed = source.parse(ex, audio=True) if audio_fn is not None else source.parse(ex)
     key = key_fn(ex)
     frames = parsed['frames']
     with tf.control_dependencies([tf.debugging.assert_positive(tf.size(frames),
@@ -213,6 +251,8 @@ def example_fn(source, views_fn, video_shape, *, seed: int, key_fn, keep_fields=
     if isinstance(video, dict):  # a plan's views fn: the video and its host fields
       fields = {k: v for k, v in video.items() if k != 'video'}
       fields['video_id'] = video_id(ex['record'])
+      if audio_fn is not None:
+        fields.update(audio_fn(parsed, fields['view_starts'], fields['video_length']))
       fields = {k: v for k, v in fields.items() if k in keep_fields}
       video = video['video']
     return {'video': tf.ensure_shape(video, video_shape), 'label': parsed['label'], 'key': key,

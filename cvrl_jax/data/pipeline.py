@@ -71,6 +71,15 @@ class DataIterator:
     return self.checks(batch) if self.checks is not None else batch
 
 
+def _audio_fn(plan: plan_lib.ClipPlan, source):
+  """The plan's audio windows fn (None for a frames-only plan), after checking that the source
+  holds audio at the plan's rate."""
+  if plan.audio is None:
+    return None
+  source.check_audio(plan.audio.sample_rate)
+  return clips.audio_windows_fn(plan)
+
+
 def make_pretrain_dataset(data_cfg, plan: plan_lib.ClipPlan, *, global_batch_size: int,
                           seed: int, start_position: Sequence[int] = (0, 0),
                           process_index: int | None = None,
@@ -97,7 +106,7 @@ def make_pretrain_dataset(data_cfg, plan: plan_lib.ClipPlan, *, global_batch_siz
   example_fn = clips.example_fn(
       source, views_fn, shape, seed=seed,
       key_fn=stream_lib.key_fn(data_cfg.host_split, process_index, process_count),
-      keep_fields=keep)
+      keep_fields=keep, audio_fn=_audio_fn(plan, source))
   examples = records.skip_bad(records.guarded_map(stream, example_fn,
                                                   stream_lib.parallel(data_cfg)))
   return stream_lib.finish(examples, data_cfg, host_batch), source
@@ -160,7 +169,8 @@ def make_plan_eval_iterator(data_cfg, plan: plan_lib.ClipPlan, *, global_batch_s
   example_fn = clips.example_fn(
       source, views_fn, shape, seed=seed,
       key_fn=stream_lib.key_fn(data_cfg.host_split, process_index, process_count),
-      keep_fields=plan.host_fields + ('fits',), field_specs=specs)
+      keep_fields=plan.host_fields + ('fits',), field_specs=specs,
+      audio_fn=_audio_fn(plan, source))
   examples = stream.map(example_fn, num_parallel_calls=stream_lib.parallel(data_cfg),
                         deterministic=True)
   return DataIterator(stream_lib.finish(examples, data_cfg, host_batch), source)

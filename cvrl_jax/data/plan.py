@@ -6,6 +6,12 @@ each defaulting to config.data and CVRL's crop), the per-example host fields the
 (`HOST_FIELDS`) and what happens to a video too short for the sampler's guarantee. The objective
 declares a plan with `None` where config.data should decide; `resolve(data_cfg)` fills those in
 and validates everything, so the pipeline and the trainer only ever see resolved plans.
+
+A plan with `audio` (an `AudioSpec`) also gets, per view, the window of the video's stored audio
+track (`convert --audio`) centred on that view's time span: host field 'audio' float32 [V, A]
+(A = AudioSpec.num_samples) and, if asked for, 'audio_starts' int32 [V] (the window's first
+sample in the track; samples outside the track are zeros). Without it nothing of the audio is
+parsed, so frames-only plans (CVRL's) read exactly what they read before.
 """
 from __future__ import annotations
 
@@ -21,7 +27,10 @@ HOST_FIELDS: Mapping[str, Tuple[str, Tuple[Any, ...]]] = {
     'video_length': ('int32', ()),       # frames in the stored video
     'crop_boxes': ('int32', ('V', 4)),   # each view's host crop (y, x, height, width), in pixels
     'video_id': ('uint32', (2,)),        # a hash of the record: the same video in every epoch
+    'audio': ('float32', ('V', 'A')),    # each view's audio window (plans with `audio` only)
+    'audio_starts': ('int32', ('V',)),   # first track sample of each audio window (may be < 0)
 }
+AUDIO_FIELDS = ('audio', 'audio_starts')
 # What happens to a video shorter than the sampler's span ('min_length'):
 #   'wrap': indices past the end wrap around (the video is tiled), as CVRL's reference does;
 #   'skip': the video is left out of the batch and counted (batch field 'num_skipped').
@@ -41,6 +50,15 @@ class ViewSpec:
 
 
 @dataclasses.dataclass(frozen=True)
+class AudioSpec:
+  """What a plan asks of the audio track: windows of `num_samples` samples at `sample_rate` (the
+  rate the records must hold, `convert --audio-rate`), one per view, centred on the view's time
+  span. A window of the clip's own duration is rate * ((T - 1) * stride + 1) / fps samples."""
+  num_samples: int
+  sample_rate: int = 44_100
+
+
+@dataclasses.dataclass(frozen=True)
 class ClipPlan:
   """The sampler, the views and the host fields of one objective (see the module docstring)."""
   sampler: str
@@ -51,6 +69,7 @@ class ClipPlan:
   # True: every view is cropped with the first view's box (OPN: one region for the whole tuple);
   # False: each view draws its own box (CVRL, VCOP).
   shared_crop: bool = False
+  audio: Optional[AudioSpec] = None
   resolved: bool = False
 
   @property
@@ -84,9 +103,9 @@ class ClipPlan:
 
   def field_shapes(self, batch: int) -> dict[str, Tuple[str, Tuple[int, ...]]]:
     """{field: (dtype, [batch, ...])} of the declared host fields."""
+    sizes = {'V': self.num_views, 'A': self.audio.num_samples if self.audio else None}
     return {name: (HOST_FIELDS[name][0],
-                   (batch,) + tuple(self.num_views if d == 'V' else d
-                                    for d in HOST_FIELDS[name][1]))
+                   (batch,) + tuple(sizes.get(d, d) for d in HOST_FIELDS[name][1]))
             for name in self.host_fields}
 
   def _require_resolved(self):
@@ -120,14 +139,31 @@ class ClipPlan:
     if self.short_videos not in SHORT_VIDEO_POLICIES:
       raise ValueError(f'short_videos must be one of {SHORT_VIDEO_POLICIES}, got '
                        f'{self.short_videos!r}.')
+    host_fields = tuple(self.host_fields)
+    if self.audio is None:
+      for name in AUDIO_FIELDS:
+        if name in host_fields:
+          raise ValueError(f'host field {name!r} needs the plan to ask for audio '
+                           '(ClipPlan(audio=AudioSpec(num_samples=...))).')
+    else:
+      _check_audio(self.audio)
+      host_fields += ('audio',) * ('audio' not in host_fields)
     return dataclasses.replace(self, views=views, sampler_params=params,
-                               host_fields=tuple(self.host_fields), resolved=True)
+                               host_fields=host_fields, resolved=True)
 
 
 def _sampler(name: str):
   # Imported here: the samplers are TensorFlow ops, and objectives import this module.
   from cvrl_jax.data import sampling  # pylint: disable=g-import-not-at-top
   return sampling.get_sampler(name)
+
+
+def _check_audio(spec: AudioSpec) -> None:
+  for name in ('num_samples', 'sample_rate'):
+    value = getattr(spec, name)
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+      raise ValueError(f'the clip plan\'s audio {name} must be a positive whole number, got '
+                       f'{value!r}.')
 
 
 def _range(name: str, values: Sequence[float]) -> Tuple[float, float]:

@@ -192,6 +192,22 @@ def ordered_span(num_clips: int, clip_len: int, stride: int, min_gap: int) -> in
   return (num_clips - 1) * min_gap + (clip_len - 1) * stride + 1
 
 
+def spread_starts(seed: tf.Tensor, video_len: tf.Tensor, num_clips: int, clip_len: int,
+                  stride: int, max_span: int = 0) -> tf.Tensor:
+  """num_clips clips spread evenly over a stretch of the video (int32 [num_clips]): the stretch
+  is min(L, max_span) frames (the whole video when max_span is 0), placed uniformly; the first
+  clip starts where it starts and the last ends where it ends, the others evenly between
+  (starts floor(v * (stretch - clip span) / (num_clips - 1)) from its start). AVBERT's sequence
+  of 10 clips over up to 30 s is max_span = 30 x the stored fps.
+  """
+  video_len = tf.cast(video_len, tf.int32)
+  stretch = video_len if max_span <= 0 else tf.minimum(video_len, max_span)
+  offset = tf.random.stateless_uniform([], seed, minval=0, maxval=video_len - stretch + 1,
+                                       dtype=tf.int32)
+  last = tf.maximum(stretch - ((clip_len - 1) * stride + 1), 0)
+  return offset + tf.range(num_clips, dtype=tf.int32) * last // max(num_clips - 1, 1)
+
+
 # ----------------------------------------------------------------------------------------------
 # The sampler table: name -> Sampler. A pretraining clip plan (data/plan.py) names one; the
 # pipeline calls `sampler.starts(seed, video_len, num_clips, clip_len, stride, params)`.
@@ -305,6 +321,20 @@ def _fn_consecutive(seed, video_len, num_clips, clip_len, stride, gap):
   return consecutive_starts(seed, video_len, num_clips, clip_len, stride, int(gap))
 
 
+def _check_spread(num_clips, clip_len, stride, params):
+  if num_clips < 1:
+    raise ValueError(f"the 'spread' sampler needs at least 1 view, got {num_clips}.")
+  max_span, least = int(params['max_span']), (clip_len - 1) * stride + num_clips
+  if max_span < 0 or 0 < max_span < least:
+    raise ValueError(f"the 'spread' sampler's max_span must be 0 (the whole video) or at least "
+                     f"{least} frames (one clip plus a frame per further view, so that starts "
+                     f"increase), got {params['max_span']}.")
+
+
+def _fn_spread(seed, video_len, num_clips, clip_len, stride, max_span):
+  return spread_starts(seed, video_len, num_clips, clip_len, stride, int(max_span))
+
+
 def _fn_ordered(seed, video_len, num_clips, clip_len, stride, min_gap, max_gap):
   return ordered_starts(seed, video_len, num_clips, clip_len, stride, int(min_gap), int(max_gap))
 
@@ -327,6 +357,11 @@ SAMPLERS: dict[str, Sampler] = {
     'ordered': Sampler(
         _fn_ordered, 'ordered', {'min_gap': 1, 'max_gap': 1}, _check_ordered,
         lambda n, t, s, p: ordered_span(n, t, s, int(p['min_gap']))),
+    # Clips spread evenly over up to max_span frames (AVBERT's clip sequence); strictly
+    # increasing once the stretch holds num_clips - 1 frames more than one clip.
+    'spread': Sampler(
+        _fn_spread, 'ordered', {'max_span': 0}, _check_spread,
+        lambda n, t, s, p: (t - 1) * s + 1 + (n - 1) if n > 1 else None),
 }
 
 

@@ -148,9 +148,31 @@ class TFRecordSource:
     return records
 
   @staticmethod
-  def parse(element: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
-    parsed = dmvr.parse_sequence_example(element['record'], frames_only=True)
-    return {'frames': parsed['frames'], 'label': parsed['label']}
+  def parse(element: Mapping[str, tf.Tensor], audio: bool = False) -> dict[str, tf.Tensor]:
+    """{'frames', 'label'}; with `audio` also 'audio', 'audio_sample_rate', 'start_timestamp'
+    and 'end_timestamp' (dmvr.parse_sequence_example)."""
+    if not audio:
+      parsed = dmvr.parse_sequence_example(element['record'], frames_only=True)
+      return {'frames': parsed['frames'], 'label': parsed['label']}
+    parsed = dmvr.parse_sequence_example(element['record'], audio=True)
+    names = ('frames', 'label', 'audio', 'audio_sample_rate', 'start_timestamp', 'end_timestamp')
+    return {name: parsed[name] for name in names}
+
+  def check_audio(self, sample_rate: int) -> None:
+    """Fails early, naming the file, if the first record has no audio track at `sample_rate`."""
+    for path in self.files:
+      for record in tf.data.TFRecordDataset(path).take(1):
+        parsed = dmvr.parse_sequence_example(record, audio=True)
+        rate, samples = int(parsed['audio_sample_rate']), int(tf.size(parsed['audio']))
+        if not samples or not rate:
+          raise ValueError(f'The first record of {path} has no audio track '
+                           f'({dmvr.AUDIO_KEY}), but the clip plan asks for audio; convert the '
+                           f'videos with --audio --audio-rate {sample_rate}.')
+        if rate != sample_rate:
+          raise ValueError(f'The audio of {path} is stored at {rate} Hz, but the clip plan asks '
+                           f'for {sample_rate} Hz; convert with --audio-rate {sample_rate} or '
+                           'change the plan.')
+        return
 
   def host_counts(self, repeats: int) -> list[int]:
     return [repeats * count_records(files) for files in self._hosts_files]
@@ -213,6 +235,12 @@ class TFDSSource:
 
   def host_counts(self, repeats: int) -> list[int]:
     return [repeats * self._builder.info.splits[s].num_examples for s in self._host_splits]
+
+  def check_audio(self, sample_rate: int) -> None:
+    del sample_rate
+    raise ValueError(f'The clip plan asks for audio, but {self.name} holds frames only; convert '
+                     'the videos with python -m cvrl_jax.convert --audio and set '
+                     'data.train_files.')
 
   def check_readable(self) -> None:
     if not self._builder.info.splits[self._split].num_examples:

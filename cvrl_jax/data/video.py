@@ -1,10 +1,17 @@
-"""Video decoding for the converter: PyAV at a fixed frame rate, short-side resize, JPEG encoding.
+"""Video decoding for the converter: PyAV at a fixed frame rate, short-side resize, JPEG encoding;
+and the audio track, mono at a fixed sample rate, aligned to the frames.
 
 Frame-rate conversion follows ffmpeg's `fps` filter (what DMVR's generator runs): input frame i
 at time t_i goes to output slot round(t_i * fps); output slot n shows the last input frame whose
 slot is <= n; slots run from the first frame's slot up to round(end * fps) (exclusive), where end
 is the last frame's time plus its duration. Frames are dropped or repeated so the output rate is
 exactly `fps`.
+
+Audio (`decode_audio`) is downmixed to mono and resampled by ffmpeg's swresample (what `ffmpeg
+-ac 1 -ar RATE`, DMVR's generator, runs). Given the frames' start time, sample 0 is the sound at
+that time (earlier samples dropped, a late-starting track padded with zeros in front), and the
+track is cut at the frames' end time, so the sound of frame slot n starts at sample
+round(n * rate / fps).
 """
 from __future__ import annotations
 
@@ -15,6 +22,7 @@ import math
 from typing import Iterator
 
 import av
+import numpy as np
 from PIL import Image
 
 Fraction = fractions.Fraction
@@ -22,6 +30,10 @@ Fraction = fractions.Fraction
 
 class VideoError(ValueError):
   """A file that cannot be turned into frames (unreadable, not a video, or without frames)."""
+
+
+class AudioError(ValueError):
+  """An audio track that cannot be decoded (the video is then stored without audio)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -143,3 +155,61 @@ def decode_video(path: str, *, fps: float | None = 10.0, short_side: int = 256,
       start_timestamp_us=round(start_slot / out_fps * 1_000_000),
       end_timestamp_us=round((start_slot + len(jpegs)) / out_fps * 1_000_000),
       num_source_frames=num_source)
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodedAudio:
+  """A video's audio track as the converter stores it."""
+  samples: np.ndarray  # float32 [num_samples], mono
+  sample_rate: int
+  start_timestamp_us: int  # time of samples[0]
+  source_rate: int
+  source_channels: int
+
+
+def decode_audio(path: str, *, sample_rate: int, start_timestamp_us: int | None = None,
+                 end_timestamp_us: int | None = None) -> DecodedAudio | None:
+  """The first audio stream of `path`, mono at `sample_rate`; None if the file has none.
+
+  With `start_timestamp_us` (the frames' start) the samples begin at that time; with
+  `end_timestamp_us` they stop there (a track that ends earlier stays shorter).
+
+  Raises:
+    AudioError: the file cannot be opened or its audio stream cannot be decoded.
+  """
+  try:
+    container = av.open(path)
+  except (av.FFmpegError, OSError, UnicodeDecodeError) as e:
+    raise AudioError(f'Cannot open {path} ({_reason(e)}).') from e
+  with container:
+    if not container.streams.audio:
+      return None
+    stream = container.streams.audio[0]
+    resampler = av.AudioResampler(format='flt', layout='mono', rate=sample_rate)
+    chunks, first_time = [], None
+    try:
+      for decoded in container.decode(stream):
+        if first_time is None and decoded.pts is not None and decoded.time_base is not None:
+          first_time = decoded.pts * Fraction(decoded.time_base)
+        for out in resampler.resample(decoded):
+          chunks.append(out.to_ndarray().reshape(-1))
+      for out in resampler.resample(None):
+        chunks.append(out.to_ndarray().reshape(-1))
+    except av.FFmpegError as e:
+      raise AudioError(f'Cannot decode the audio of {path} ({_reason(e)}).') from e
+    source_rate = stream.codec_context.sample_rate or stream.rate or 0
+    source_channels = stream.codec_context.channels or 0
+  samples = np.concatenate(chunks).astype(np.float32) if chunks else np.zeros([0], np.float32)
+  first_time = first_time or Fraction(0)
+  start = first_time if start_timestamp_us is None else Fraction(start_timestamp_us, 1_000_000)
+  offset = _round_half_up((start - first_time) * sample_rate)
+  if offset >= 0:
+    samples = samples[offset:]
+  else:
+    samples = np.concatenate([np.zeros([-offset], np.float32), samples])
+  if end_timestamp_us is not None:
+    length = _round_half_up((Fraction(end_timestamp_us, 1_000_000) - start) * sample_rate)
+    samples = samples[:max(0, length)]
+  return DecodedAudio(samples=samples, sample_rate=sample_rate,
+                      start_timestamp_us=round(start * 1_000_000), source_rate=int(source_rate),
+                      source_channels=int(source_channels))

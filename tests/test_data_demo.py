@@ -156,3 +156,68 @@ def test_nuisance_same_seed_same_bytes_and_bad_variant(nuisance_paths, tmp_path)
     assert open(a, 'rb').read() == open(b, 'rb').read()
   with pytest.raises(ValueError, match="variant must be one of \\('nuisance', 'clean'\\)"):
     demo.make_demo_dataset(str(tmp_path / 'bad'), variant='noisy')
+
+
+# The demo's sound (--audio): independent expectations from the stated design, not the code.
+def test_sound_track_is_stored_and_the_frames_do_not_change(demo_paths, tmp_path):
+  with_sound = demo.make_demo_dataset(str(tmp_path), num_train=40, num_test=20, num_frames=32,
+                                      seed=3, canvas=64, audio=True, audio_rate=8000)
+  for split in ('train', 'test'):
+    silent, sounding = _videos(demo_paths[split]), _videos(with_sound[split])
+    for a, b in zip(silent, sounding):
+      np.testing.assert_array_equal(a['frames'], b['frames'])
+      assert a['label'] == b['label']
+  shards = sorted(tf.io.gfile.glob(with_sound['train']))
+  records = [tf.train.SequenceExample.FromString(r)
+             for r in tf.data.TFRecordDataset(shards).as_numpy_iterator()]
+  for record in records:
+    assert record.context.feature[dmvr.AUDIO_RATE_KEY].int64_list.value == [8000]
+    samples = record.feature_lists.feature_list[dmvr.AUDIO_KEY].feature[0].float_list.value
+    assert len(samples) == 32 * 8000 // 10  # 32 frames at 10 fps
+  summary = json.load(open(with_sound['train_summary']))
+  assert summary['audio_rate'] == 8000
+  with pytest.raises(ValueError, match='--audio-rate must be a whole number'):
+    demo.make_demo_dataset(str(tmp_path / 'bad'), num_train=2, num_test=2, audio=True,
+                           audio_rate=44.1)
+
+
+def test_sound_pitch_names_the_class_and_volume_follows_the_motion(mnist):
+  images, labels = mnist
+  rate, fps, num_frames = 8000, 10, 40
+  for label in range(10):
+    digit = images[np.flatnonzero(labels == label)[0]].astype(np.uint8)
+    _, corners = demo._render_clean(digit, np.random.default_rng(label), num_frames=num_frames,
+                                    canvas=32)
+    sound = demo.digit_sound(label, corners, np.random.default_rng(100 + label),
+                             sample_rate=rate, frame_rate=fps)
+    assert sound.shape == (num_frames * rate // fps,) and sound.dtype == np.float32
+    # Pitch: the strongest spectral peak is the class's fundamental, 220 Hz * 2^(label / 6).
+    spectrum = np.abs(np.fft.rfft(sound))
+    peak_hz = np.argmax(spectrum) * rate / len(sound)
+    assert abs(peak_hz - 220.0 * 2 ** (label / 6)) <= rate / len(sound), label
+    # Volume: per frame, the tone's RMS against the digit's speed to the next frame.
+    speed = np.linalg.norm(np.diff(corners, axis=0), axis=1)
+    per_frame = sound.reshape(num_frames, rate // fps)
+    moving = np.flatnonzero(np.minimum(speed, demo.SPEED_FOR_FULL_VOLUME) > 0)
+    clicks = set(demo.bounce_frames(corners).tolist())
+    frames = [t for t in range(1, num_frames - 1) if t not in clicks and t - 1 not in clicks]
+    rms = np.sqrt(np.mean(per_frame[frames] ** 2, axis=1))
+    loudness = np.minimum(speed[frames], demo.SPEED_FOR_FULL_VOLUME)
+    assert len(moving) > num_frames // 2
+    assert np.corrcoef(rms, loudness)[0, 1] > 0.8, label
+
+
+def test_bounces_click_at_the_frame_the_motion_reverses():
+  corners = np.array([[0, 0], [2, 1], [4, 2], [2, 3], [0, 4], [0, 5], [0, 6]])
+  # y reverses at frame 2 (up to 4 then down); x never does; frame 4 -> 5 stops y (not a reversal).
+  assert demo.bounce_frames(corners).tolist() == [2]
+  rate = 8000
+  sound = demo.digit_sound(0, corners, np.random.default_rng(0), sample_rate=rate, frame_rate=10)
+  per_frame = sound.reshape(len(corners), rate // 10)
+  # The click is broadband: above 2.5 kHz (past the tone's third harmonic, 660 Hz here) only the
+  # noise floor sounds, except in the first 20 ms of the bounce frame.
+  head = per_frame[:, :int(0.02 * rate)]
+  spectrum = np.abs(np.fft.rfft(head, axis=1)) ** 2
+  high = spectrum[:, np.fft.rfftfreq(head.shape[1], 1 / rate) > 2500].sum(axis=1)
+  assert np.argmax(high) == 2
+  assert high[2] > 20 * np.median(high)

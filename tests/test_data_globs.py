@@ -36,7 +36,8 @@ def _converter_file(path):
                                      '*/*.tfrecord', '.cache/*', '?rain-*', '.*.json'])
 def test_globs_match_what_the_shell_matches_minus_converter_files(folder, pattern):
   pattern = os.path.join(folder, pattern)
-  expected = sorted(p for p in glob.glob(pattern) if not _converter_file(p))
+  expected = sorted(p for p in glob.glob(pattern)
+                    if not _converter_file(p) and not os.path.isdir(p))
   if not expected:
     with pytest.raises(FileNotFoundError, match='No files match'):
       sources.resolve_files(pattern)
@@ -49,14 +50,18 @@ def test_the_defect_case_and_explicit_dot_patterns(folder):
   # The natural glob: the sidecar matched it through TensorFlow's glob.
   assert sources.resolve_files(os.path.join(folder, '*tfrecord*')) == [shard]
   assert sources.resolve_files(os.path.join(folder, '*')) == [
-      os.path.join(folder, name) for name in ('notes.txt', 'sub', os.path.basename(shard))]
+      os.path.join(folder, name) for name in ('notes.txt', os.path.basename(shard))]
   # A pattern that names the dot itself matches hidden files, never the converter's sidecars.
   assert sources.resolve_files(os.path.join(folder, '.*')) == [
-      os.path.join(folder, '.cache'), os.path.join(folder, '.hidden.tfrecord')]
+      os.path.join(folder, '.hidden.tfrecord')]
   assert sources.resolve_files(os.path.join(folder, '.cache', '*.tfrecord')) == [
       os.path.join(folder, '.cache', 'x.tfrecord')]
   with pytest.raises(FileNotFoundError, match='No files match'):
     sources.resolve_files(os.path.join(folder, '.*.json'))
+  # A folder is not a data file: named alone, one sentence says what to name instead.
+  with pytest.raises(ValueError, match=r"matches only the folder .*sub: name its TFRecord files, "
+                                       r"e.g. .*sub/train-\*-of-\*.tfrecord"):
+    sources.resolve_files(os.path.join(folder, 'sub'))
 
 
 @pytest.mark.parametrize('name,converter', [

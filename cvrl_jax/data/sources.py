@@ -44,7 +44,7 @@ def resolve_files(patterns: str) -> list[str]:
 
   Patterns go through tf.io.gfile, so cloud paths (gs://...) work as well as local ones; as in
   the shell, `*` never matches a leading dot, and the converter's own files never match
-  (`glob_files`).
+  (`glob_files`); folders are not data files and are left out.
   """
   files = set()
   for pattern in (p.strip() for p in patterns.split(',')):
@@ -54,7 +54,11 @@ def resolve_files(patterns: str) -> list[str]:
     if not matched:
       raise (paths.missing_folder_error(pattern)
              or FileNotFoundError(f'No files match the data pattern {pattern!r}.'))
-    files.update(matched)
+    shards = [path for path in matched if not paths.isdir(path)]
+    if not shards:
+      raise ValueError(f'The data pattern {pattern!r} matches only the folder {matched[0]}: name '
+                       f'its TFRecord files, e.g. {dmvr.shard_pattern(matched[0], "train")}.')
+    files.update(shards)
   if not files:
     raise ValueError(f'The data pattern {patterns!r} names no files.')
   return sorted(files)

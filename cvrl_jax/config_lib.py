@@ -129,6 +129,7 @@ def base_config() -> ml_collections.ConfigDict:
   c.optim.base_batch_size = 1024
   c.optim.warmup_epochs = 5.0
   c.optim.schedule = 'cosine'
+  c.optim.final_lr_fraction = 0.0  # cosine: the last LR as a fraction of the peak (CEP: 1e-3)
   c.optim.weight_decay = 1e-6
   c.optim.lars_trust_coefficient = 0.001
 
@@ -245,4 +246,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
                      f'{config.data.max_bad_fraction!r}.')
   if not 0.0 <= config.optim.momentum < 1.0:
     raise ValueError(f'config.optim.momentum must be in [0, 1), got {config.optim.momentum!r}.')
+  if not 0.0 <= config.optim.get('final_lr_fraction', 0.0) < 1.0:
+    raise ValueError('config.optim.final_lr_fraction must be in [0, 1), got '
+                     f'{config.optim.final_lr_fraction!r}.')
 

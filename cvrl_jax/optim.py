@@ -35,7 +35,8 @@ def steps_per_epoch(config: ml_collections.ConfigDict, num_train_examples: int) 
 
 def learning_rate_schedule(optim_cfg: ml_collections.ConfigDict, batch_size: int,
                            steps_per_epoch: float, num_steps: int) -> optax.Schedule:
-  """Linear warmup from 0 over warmup_epochs, then cosine to 0 at num_steps (or constant).
+  """Linear warmup from 0 over warmup_epochs, then cosine to final_lr_fraction x the peak (0 by
+  default) at num_steps, or constant.
 
   The learning rate of update `s` (0-based) is schedule(s): 0 for the very first update, as in
   the reference's warmup.
@@ -43,7 +44,8 @@ def learning_rate_schedule(optim_cfg: ml_collections.ConfigDict, batch_size: int
   peak = peak_learning_rate(optim_cfg, batch_size)
   warmup_steps = min(int(round(optim_cfg.warmup_epochs * steps_per_epoch)), num_steps)
   if optim_cfg.schedule == 'cosine':
-    decay = optax.cosine_decay_schedule(peak, max(num_steps - warmup_steps, 1), alpha=0.0)
+    decay = optax.cosine_decay_schedule(peak, max(num_steps - warmup_steps, 1),
+                                         alpha=float(optim_cfg.get('final_lr_fraction', 0.0)))
   elif optim_cfg.schedule == 'constant':
     decay = optax.constant_schedule(peak)
   else:

@@ -118,6 +118,7 @@ def eval_config(pretrain: ml_collections.ConfigDict, job: str, encoder_dir: str,
   config.optim.weight_decay = 0.0
   config.optim.warmup_epochs = 1.0
   config.optim.schedule = 'cosine'
+  config.optim.final_lr_fraction = 0.0  # not the pretraining's (CEP decays to LR / 1000)
   config.optim.momentum = 0.9
   config.eval.linear_cached_features = True
   config.eval.linear_standardize = True  # as configs/demo_eval.py

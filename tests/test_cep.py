@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from cvrl_jax import config_lib
 from cvrl_jax import optim
@@ -115,6 +116,23 @@ def test_multi_positive_loss_matches_numpy():
   assert all(float(jnp.abs(g).max()) == 0.0 for g in grads)
   with pytest.raises(ValueError, match='queries must be'):
     losses.multi_positive_moco_loss(jnp.zeros((5, 6)), jnp.zeros((5, 6)), jnp.zeros((7, 6)))
+
+
+def test_multi_positive_loss_on_one_device_equals_eight_sharded_devices():
+  assert jax.device_count() == 8
+  rng = np.random.default_rng(5)
+  q = jnp.asarray(rng.normal(size=(16, 3, 8)), jnp.float32)
+  k = jnp.asarray(rng.normal(size=(16, 8)), jnp.float32)
+  queue = jnp.asarray(unit(rng.normal(size=(12, 8))), jnp.float32)
+  fn = jax.jit(lambda q, k, queue: losses.multi_positive_moco_loss(q, k, queue, 0.07))
+  one = jax.devices()[0]
+  single = fn(jax.device_put(q, one), jax.device_put(k, one), jax.device_put(queue, one))
+  mesh = Mesh(np.array(jax.devices()), ('data',))
+  rows, replicated = NamedSharding(mesh, P('data')), NamedSharding(mesh, P())
+  sharded = fn(jax.device_put(q, rows), jax.device_put(k, rows), jax.device_put(queue, replicated))
+  np.testing.assert_allclose(float(sharded[0]), float(single[0]), rtol=1e-6)
+  np.testing.assert_allclose(float(sharded[1]['moco_accuracy']),
+                             float(single[1]['moco_accuracy']))
 
 
 def test_sparse_key_frames_are_sorted_distinct_and_drawn_per_key():

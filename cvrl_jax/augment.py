@@ -540,6 +540,12 @@ POLICIES = {
         brightness=0.5, contrast=0.5, saturation=0.25, hue=0.5, jitter_style='torchvision',
         jitter_prob=1.0, grayscale_prob=0.0, blur_prob=0.0, crop_area_range=(0.766, 0.766),
         crop_aspect_range=(1.0, 1.0)),
+    # CEP (docs/recipes/temporal.md): random resized crop of 40-100% of the frame (torchvision's
+    # default aspect 3:4-4:3), ColorJitter(0.4, 0.4, 0.4, 0.4) always, grayscale 0.2, flip; no blur.
+    'cep': AugmentPolicy(
+        brightness=0.4, contrast=0.4, saturation=0.4, hue=0.4, jitter_style='torchvision',
+        jitter_prob=1.0, grayscale_prob=0.2, blur_prob=0.0, crop_area_range=(0.4, 1.0),
+        crop_aspect_range=(0.75, 1.333)),
 }
 
 

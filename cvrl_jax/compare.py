@@ -13,7 +13,7 @@ and written to WORKDIR/comparison.md (and .json):
 The pretext accuracy is the training metric over the last log window (the contrastive methods
 have none).
 
-  python -m cvrl_jax.compare --workdir=/tmp/compare                 # all twelve + random init
+  python -m cvrl_jax.compare --workdir=/tmp/compare                 # all thirteen + random init
   python -m cvrl_jax.compare --workdir=/tmp/compare --methods=rho_moco,rho_byol --rho=4
   python -m cvrl_jax.compare --workdir=/tmp/compare --seeds=0,1,2    # mean ± sd over 3 runs
 
@@ -42,12 +42,12 @@ RHO_METHODS = ('rho_moco', 'rho_byol', 'rho_simclr', 'rho_swav')
 PRETEXT_METHODS = ('vcop', 'shuffle_learn', 'opn', 'odd_one_out', 'order_transform')
 # Temporal contrastive methods (docs/recipes/temporal.md): like the pretext tasks, their clip
 # plans and heads come from configs/<method>_demo.py.
-TEMPORAL_METHODS = ('vtdl', 'cate')
+TEMPORAL_METHODS = ('vtdl', 'cate', 'cep')
 METHODS = ('cvrl',) + RHO_METHODS + PRETEXT_METHODS + TEMPORAL_METHODS
 NAMES = {'cvrl': 'CVRL', 'rho_simclr': 'ρSimCLR', 'rho_moco': 'ρMoCo', 'rho_byol': 'ρBYOL',
          'rho_swav': 'ρSwAV', 'vcop': 'VCOP', 'shuffle_learn': 'Shuffle & Learn', 'opn': 'OPN',
          'odd_one_out': 'Odd-One-Out', 'order_transform': 'order + transform', 'vtdl': 'VTDL',
-         'cate': 'CATE'}
+         'cate': 'CATE', 'cep': 'CEP'}
 RESULTS_FILE = 'results.json'
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Folder for every run and the table.')
@@ -118,6 +118,7 @@ def eval_config(pretrain: ml_collections.ConfigDict, job: str, encoder_dir: str,
   config.optim.weight_decay = 0.0
   config.optim.warmup_epochs = 1.0
   config.optim.schedule = 'cosine'
+  config.optim.final_lr_fraction = 0.0  # not the pretraining's (CEP decays to LR / 1000)
   config.optim.momentum = 0.9
   config.eval.linear_cached_features = True
   config.eval.linear_standardize = True  # as configs/demo_eval.py

@@ -56,7 +56,7 @@ def learning_rate_schedule(optim_cfg: ml_collections.ConfigDict, batch_size: int
   warmup_steps = min(int(round(optim_cfg.warmup_epochs * steps_per_epoch)), num_steps)
   if optim_cfg.schedule == 'cosine':
     decay = optax.cosine_decay_schedule(peak, max(num_steps - warmup_steps, 1),
-                                        alpha=optim_cfg.final_lr_fraction)
+                                        alpha=float(optim_cfg.get('final_lr_fraction', 0.0)))
   elif optim_cfg.schedule == 'constant':
     decay = optax.constant_schedule(peak)
   elif optim_cfg.schedule == 'step':

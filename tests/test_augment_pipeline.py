@@ -135,6 +135,7 @@ def draws():
     ('flip_only', dict(flip=0.5, jitter=0.0, grayscale=0.0, blur=0.0, solarize=0.0)),
     ('none', dict(flip=0.0, jitter=0.0, grayscale=0.0, blur=0.0, solarize=0.0)),
     ('vtdl', dict(flip=0.5, jitter=1.0, grayscale=0.0, blur=0.0, solarize=0.0)),
+    ('cep', dict(flip=0.5, jitter=1.0, grayscale=0.2, blur=0.0, solarize=0.0)),
 ])
 def test_branch_probabilities(draws, name, probs):
   for branch, prob in probs.items():

@@ -15,7 +15,7 @@ def test_every_method_gets_the_same_budget_data_and_evaluation():
              for m in compare.METHODS}
   cvrl = configs['cvrl']
   assert cvrl.objective.name == 'cvrl'
-  assert len(compare.METHODS) == 12
+  assert len(compare.METHODS) == 13
   for method, config in configs.items():
     for key in ('batch_size', 'num_epochs', 'num_train_steps', 'seed', 'model', 'mesh', 'eval'):
       assert config[key] == cvrl[key], (method, key)

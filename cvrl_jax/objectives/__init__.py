@@ -22,6 +22,7 @@ REGISTRY: Dict[str, str] = {
     'order_transform': 'cvrl_jax.objectives.order_transform:OrderTransform',
     'vtdl': 'cvrl_jax.objectives.vtdl:VTDL',
     'cate': 'cvrl_jax.objectives.cate:CATE',
+    'cep': 'cvrl_jax.objectives.cep:CEP',
 }
 # config.objective keys that replace a field of the objective's clip plan when not empty:
 # augment_policies (one name per view), crop_area_range and crop_aspect_range (every view).

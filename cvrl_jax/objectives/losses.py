@@ -255,3 +255,53 @@ def moco_loss_with_negatives(queries: jax.Array, keys: jax.Array, queue: jax.Arr
                                              .astype(jnp.float32)),
   }
   return loss, metrics
+
+
+def multi_positive_moco_loss(queries: jax.Array, keys: jax.Array, queue: jax.Array,
+                             temperature: float = 0.07
+                             ) -> Tuple[jax.Array, Dict[str, jax.Array]]:
+  """InfoNCE with several positives per row in one softmax (CEP's appearance loss).
+
+  Row n has P queries q_n1..q_nP (CEP: the past, current and future segments) and one key k_n.
+  Its logits are the P positives q_np.k_n and, for every query, its similarities to the queue,
+  all in one softmax over P + P K entries (as the authors' code concatenates them):
+    logits_n = [q_n1.k_n, ..., q_nP.k_n, q_n1.queue, ..., q_nP.queue] / tau,
+    loss_n = sum_p -log softmax(logits_n)[p],
+  and the loss is the mean of loss_n over rows (all vectors L2-normalised).
+
+  Args:
+    queries: [N, P, D] online embeddings.
+    keys: [N, D] momentum-encoder embeddings of the positives (gradients stopped).
+    queue: [K, D] L2-normalised keys of earlier steps (gradients stopped).
+    temperature: tau.
+
+  Returns:
+    the loss, and metrics: moco_accuracy (over rows and queries, the positive beats every queue
+    entry of that query).
+  """
+  if queries.ndim != 3 or keys.ndim != 2 or (queries.shape[0], queries.shape[2]) != keys.shape:
+    raise ValueError(f'queries must be [N, P, D] and keys [N, D] of the same N and D, got '
+                     f'{queries.shape} and {keys.shape}')
+  if queue.ndim != 2 or queue.shape[1] != keys.shape[1]:
+    raise ValueError(f'queue must be [K, {keys.shape[1]}], got {queue.shape}')
+  q = l2_normalize(queries.astype(jnp.float32))
+  k = jax.lax.stop_gradient(l2_normalize(keys.astype(jnp.float32)))
+  positives = jnp.einsum('npd,nd->np', q, k) / temperature
+  negatives = jnp.einsum('npd,kd->npk', q, jax.lax.stop_gradient(queue.astype(jnp.float32)))
+  negatives = negatives / temperature
+  log_partition = jax.nn.logsumexp(jnp.concatenate(
+      [positives, negatives.reshape(negatives.shape[0], -1)], axis=1), axis=1)
+  loss = jnp.mean(jnp.sum(log_partition[:, None] - positives, axis=1))
+  accuracy = jnp.mean((positives > jnp.max(negatives, axis=-1)).astype(jnp.float32))
+  return loss, {'moco_accuracy': accuracy}
+
+
+def negative_cosine_loss(predictions: jax.Array, targets: jax.Array) -> jax.Array:
+  """BYOL's regression per row, 2 - 2 cos(p, t) = ||p/|p| - t/|t|||^2, as [N] (no stop-gradient:
+  the caller stops the targets' gradient where the method does)."""
+  if predictions.shape != targets.shape:
+    raise ValueError(f'predictions and targets must have one shape, got {predictions.shape} and '
+                     f'{targets.shape}')
+  p = l2_normalize(predictions.astype(jnp.float32))
+  t = l2_normalize(targets.astype(jnp.float32))
+  return 2.0 - 2.0 * jnp.sum(p * t, axis=-1)

@@ -1,11 +1,24 @@
-"""Test set-up: 8 fake CPU devices so sharding and collectives are real, TensorFlow kept off accelerators."""
+"""Test set-up: 8 fake CPU devices so sharding and collectives are real, TensorFlow kept off accelerators,
+and one persistent compilation cache for the session."""
+import atexit
 import os
+import shutil
+import tempfile
 
 # Must happen before JAX is imported anywhere in the test process.
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+# Many tests build the same tiny network in a new closure (jax.jit's in-memory cache misses it) and
+# many start commands that compile the same train step: with one on-disk cache for this process
+# and its subprocesses, each program is compiled once per session. Only programs that took
+# 0.5 s or more to compile are written (the small ones cost less to compile than to store).
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  _CACHE = tempfile.mkdtemp(prefix="cvrl_jax_test_cache_")
+  atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 
 from cvrl_jax.models import conv as _conv  # noqa: E402
 

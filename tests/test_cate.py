@@ -20,6 +20,7 @@ BATCH, FRAMES, SIZE = 8, 4, 16
 def tiny_config(**objective):
   config = config_lib.load_config_file('cate_demo', '/nowhere')
   config.batch_size = BATCH
+  config.model.depth = 10
   config.model.width_multiplier = 0.125
   config.model.conv_impl = 'conv3d'
   config.data.num_frames = FRAMES

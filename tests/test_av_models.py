@@ -1,4 +1,6 @@
 """The audio-visual models: audio CNN, SpecAugment, the factorised shared Transformer, the adaptors."""
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,7 +10,7 @@ import scipy.linalg
 from cvrl_jax.models import audio_resnet
 from cvrl_jax.models import av_transformer as avt
 
-TINY = dict(hidden_size=16, num_heads=2, ffn_size=24, num_layers=3, rank=4, max_clips=3,
+TINY = dict(hidden_size=16, num_heads=2, ffn_size=24, num_layers=2, rank=4, max_clips=3,
             hidden_dropout=0.0, attention_dropout=0.0)
 
 
@@ -16,6 +18,14 @@ def _tiny_inputs(seed=0):
   kv, ka = jax.random.split(jax.random.key(seed))
   return (jax.random.normal(kv, (2, 3, TINY['hidden_size'])),
           jax.random.normal(ka, (2, 2, TINY['hidden_size'])))
+
+
+@functools.lru_cache(maxsize=1)
+def _tiny_model_and_params():  # compiled once for the module's tests (arrays are immutable)
+  model = avt.MultimodalTransformer(**TINY)
+  visual, audio = _tiny_inputs()
+  params = jax.jit(lambda: model.init(jax.random.key(0), visual, audio))()['params']
+  return model, params, visual, audio
 
 
 def _embedding_params(h, max_clips):
@@ -97,9 +107,7 @@ def test_orthogonal_parametrisation_matches_scipy_expm_and_stays_orthogonal():
 
 
 def test_modality_matrices_orthogonal_before_and_after_a_gradient_step():
-  model = avt.MultimodalTransformer(**TINY)
-  visual, audio = _tiny_inputs()
-  params = model.init(jax.random.key(0), visual, audio)['params']
+  model, params, visual, audio = _tiny_model_and_params()
   rotations = _rotations(params)
   assert len(rotations) == 6  # one per projection, each [3 groups, r, r]
   for w in rotations.values():
@@ -109,7 +117,7 @@ def test_modality_matrices_orthogonal_before_and_after_a_gradient_step():
     out = model.apply({'params': p}, visual, audio)
     return sum(jnp.sum(jnp.sin(o)) for o in out.values())
 
-  grads = jax.grad(loss)(params)
+  grads = jax.jit(jax.grad(loss))(params)
   stepped = jax.tree.map(lambda p, g: p - 10.0 * g, params, grads)
   moved = 0.0
   for name, w in _rotations(stepped).items():
@@ -119,67 +127,64 @@ def test_modality_matrices_orthogonal_before_and_after_a_gradient_step():
   assert moved > 1e-3  # the step did change the matrices
 
 
-def _grads(model, params, method, *args):
-  def f(p):
-    return jnp.sum(jnp.sin(model.apply({'params': p}, *args, method=method)))
-  return jax.grad(f)(params)['encoder']['layer0']
+def test_one_layer_receives_gradients_from_every_pass():
+  model, params, visual, audio = _tiny_model_and_params()
 
+  def grads(method, *args):
+    def f(p):
+      return jnp.sum(jnp.sin(model.apply({'params': p}, *args, method=method)))
+    return jax.jit(jax.grad(f))(params)['encoder']['layer0']
 
-@pytest.mark.parametrize('projection', avt.PROJECTIONS)
-def test_one_layer_receives_gradients_from_every_pass(projection):
-  model = avt.MultimodalTransformer(**TINY)
-  visual, audio = _tiny_inputs()
-  params = model.init(jax.random.key(0), visual, audio)['params']
-  visual_out = model.apply({'params': params}, visual, 'visual', method='encode_modality')
-  audio_out = model.apply({'params': params}, audio, 'audio', method='encode_modality')
+  encode = jax.jit(lambda x, m: model.apply({'params': params}, x, m, method='encode_modality'),
+                   static_argnums=1)
   passes = {
-      avt.VISUAL: _grads(model, params, 'encode_modality', visual, 'visual'),
-      avt.AUDIO: _grads(model, params, 'encode_modality', audio, 'audio'),
+      avt.VISUAL: grads('encode_modality', visual, 'visual'),
+      avt.AUDIO: grads('encode_modality', audio, 'audio'),
       # The joint pass alone: its inputs are fixed arrays, not the single passes' graphs.
-      avt.JOINT: _grads(model, params, 'fuse', visual_out, audio_out),
+      avt.JOINT: grads('fuse', encode(visual, 'visual'), encode(audio, 'audio')),
   }
-  for group, grads in passes.items():
-    g = grads[projection]
-    for shared in ('kernel', 'bias'):
-      assert np.abs(g[shared]).max() > 0, (group, shared)
-    for name in ('in_proj', 'rotation'):
-      norms = np.abs(np.asarray(g[name])).reshape(3, -1).max(axis=1)
-      assert norms[group] > 0 and np.all(np.delete(norms, group) == 0), (group, name, norms)
+  for group, g_layer in passes.items():
     for norm in ('attention_norm', 'ffn_norm'):
-      assert np.abs(grads[norm]['scale']).max() > 0
+      assert np.abs(g_layer[norm]['scale']).max() > 0
+    for projection in avt.PROJECTIONS:
+      g = g_layer[projection]
+      for shared in ('kernel', 'bias'):
+        assert np.abs(g[shared]).max() > 0, (group, projection, shared)
+      for name in ('in_proj', 'rotation'):
+        norms = np.abs(np.asarray(g[name])).reshape(3, -1).max(axis=1)
+        assert norms[group] > 0 and np.all(np.delete(norms, group) == 0), (
+            group, projection, name, norms)
 
 
 def test_shared_stack_is_one_layer_applied_num_layers_times():
-  model = avt.MultimodalTransformer(**TINY)
-  visual, audio = _tiny_inputs()
-  params = model.init(jax.random.key(0), visual, audio)['params']
-  out = model.apply({'params': params}, visual, 'visual', method='encode_modality')
+  model, params, visual, audio = _tiny_model_and_params()
+  out = jax.jit(lambda p: model.apply({'params': p}, visual, 'visual',
+                                      method='encode_modality'))(params)
   layer = avt.TransformerLayer(TINY['hidden_size'], TINY['num_heads'], TINY['ffn_size'],
                                TINY['rank'], hidden_dropout=0.0, attention_dropout=0.0)
   emb = avt.Embeddings(1 + TINY['max_clips'], False)
   x = jnp.concatenate([jnp.broadcast_to(params['summary_tokens'][0], (2, 1, 16)), visual], 1)
   x = emb.apply({'params': params['visual_embeddings']}, x, jnp.arange(4)[None], None, True)
+  apply_layer = jax.jit(lambda p, x: layer.apply({'params': p}, x, avt.VISUAL, True))
   for _ in range(TINY['num_layers']):
-    x = layer.apply({'params': params['encoder']['layer0']}, x, avt.VISUAL, True)
+    x = apply_layer(params['encoder']['layer0'], x)
   np.testing.assert_allclose(out, x, rtol=1e-5, atol=1e-5)
 
 
 def test_joint_pass_shapes_and_type_embeddings():
-  model = avt.MultimodalTransformer(**TINY)
-  visual, audio = _tiny_inputs()
-  variables = model.init(jax.random.key(0), visual, audio)
-  out = model.apply(variables, visual, audio)
+  model, p, visual, audio = _tiny_model_and_params()
+  apply = jax.jit(lambda p: model.apply({'params': p}, visual, audio))
+  out = apply(p)
   assert out['visual'].shape == (2, 4, 16) and out['audio'].shape == (2, 3, 16)
   assert out['joint'].shape == (2, 7, 16)
   # Swapping the two type embeddings changes the joint pass only.
-  p = variables['params']
   swapped = {**p, 'joint_embeddings': {**p['joint_embeddings'], 'type': {
       'embedding': p['joint_embeddings']['type']['embedding'][::-1]}}}
-  out2 = model.apply({'params': swapped}, visual, audio)
+  out2 = apply(swapped)
   np.testing.assert_array_equal(out2['visual'], out['visual'])
   assert np.abs(out2['joint'] - out['joint']).max() > 1e-3
   with pytest.raises(ValueError, match='max_clips'):
-    model.apply(variables, jnp.zeros((2, 4, 16)), audio)
+    model.apply({'params': p}, jnp.zeros((2, 4, 16)), audio)
 
 
 def _runs(mask_1d):
@@ -250,7 +255,7 @@ def test_audio_cnn_paper_size_parameter_count():
 def test_audio_cnn_shapes_separable_kernels_and_strides():
   w = 4
   net = audio_resnet.AudioResNet(base_width=w, block_counts=(1, 1, 1, 1))
-  x = jax.random.normal(jax.random.key(0), (2, 37, 20, 1))
+  x = jax.random.normal(jax.random.key(0), (2, 19, 20, 1))
   variables = jax.jit(lambda: net.init(jax.random.key(1), x, train=False))()
   p = variables['params']
   assert p['stem']['freq_conv']['kernel'].shape == (1, 9, 1, w)  # 9 taps along frequency
@@ -265,12 +270,12 @@ def test_audio_cnn_shapes_separable_kernels_and_strides():
       v, x, train=True, mutable=['batch_stats', 'intermediates'], capture_intermediates=True))(
           variables)
   assert features.shape == (2, 32 * w) == (2, net.num_features)
-  # Every stage halves time and frequency (SAME padding: ceil): 37 x 20 -> 3 x 2.
+  # Every stage halves time and frequency (SAME padding: ceil): 19 x 20 -> 2 x 2.
   stage_out = state['intermediates']['stage4_block1']['__call__'][0]
-  assert stage_out.shape == (2, 3, 2, 32 * w)
+  assert stage_out.shape == (2, 2, 2, 32 * w)
   assert 'batch_stats' in state
   with pytest.raises(ValueError, match='log-mel input'):
-    net.apply(variables, jnp.zeros((2, 37, 20)), train=False)
+    net.apply(variables, jnp.zeros((2, 19, 20)), train=False)
 
 
 def test_visual_cnn_temporal_kernels_and_adaptor():

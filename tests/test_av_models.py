@@ -106,25 +106,32 @@ def test_orthogonal_parametrisation_matches_scipy_expm_and_stays_orthogonal():
   assert np.linalg.det(np.asarray(avt.orthogonal(init[0]), np.float64)) == pytest.approx(1.0, abs=1e-4)  # a rotation
 
 
-def test_modality_matrices_orthogonal_before_and_after_a_gradient_step():
-  model, params, visual, audio = _tiny_model_and_params()
+def test_modality_matrices_orthogonal_at_init():
+  _, params, _, _ = _tiny_model_and_params()
   rotations = _rotations(params)
   assert len(rotations) == 6  # one per projection, each [3 groups, r, r]
   for w in rotations.values():
+    assert w.shape == (3, TINY['rank'], TINY['rank'])
     _assert_orthogonal(avt.orthogonal(w))
 
-  def loss(p):
-    out = model.apply({'params': p}, visual, audio)
-    return sum(jnp.sum(jnp.sin(o)) for o in out.values())
 
-  grads = jax.jit(jax.grad(loss))(params)
-  stepped = jax.tree.map(lambda p, g: p - 10.0 * g, params, grads)
-  moved = 0.0
-  for name, w in _rotations(stepped).items():
-    q = avt.orthogonal(w)
-    _assert_orthogonal(q)
-    moved = max(moved, float(jnp.abs(q - avt.orthogonal(rotations[name])).max()))
-  assert moved > 1e-3  # the step did change the matrices
+def test_modality_matrices_stay_orthogonal_after_gradient_steps():
+  # The model's projections are these modules; a standalone one keeps the compile small.
+  dense = avt.FactorisedDense(features=12, rank=8)
+  x = jax.random.normal(jax.random.key(0), (5, 10))
+  params = dense.init(jax.random.key(1), x, 0)['params']
+  target = jax.random.normal(jax.random.key(2), (3, 5, 12))
+
+  def loss(p):
+    return sum(jnp.sum((dense.apply({'params': p}, x, g) - target[g]) ** 2) for g in range(3))
+
+  step = jax.jit(lambda p: jax.tree.map(lambda w, g: w - 0.05 * g, p, jax.grad(loss)(p)))
+  stepped = params
+  for _ in range(10):
+    stepped = step(stepped)
+  q0, q1 = avt.orthogonal(params['rotation']), avt.orthogonal(stepped['rotation'])
+  _assert_orthogonal(q1)
+  assert np.all(np.abs(q1 - q0).reshape(3, -1).max(axis=1) > 1e-2)  # every group's Q moved
 
 
 def test_one_layer_receives_gradients_from_every_pass():

@@ -70,7 +70,7 @@ def expm(a: jax.Array) -> jax.Array:
   plain matrix products: cheap to compile and to differentiate, unlike the branching Pade
   implementation of jax.scipy.linalg.expm (tests compare the two and SciPy's).
   """
-  norm = jnp.max(jnp.sum(jnp.abs(a), axis=-2))
+  norm = jax.lax.stop_gradient(jnp.max(jnp.sum(jnp.abs(a), axis=-2)))
   s = jnp.clip(jnp.ceil(jnp.log2(jnp.maximum(norm, 1e-30) / 0.5)), 0, MAX_SQUARINGS)
   a = a / (2.0 ** s)
   eye = jnp.eye(a.shape[-1], dtype=a.dtype)

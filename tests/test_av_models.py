@@ -1,4 +1,4 @@
-"""The audio-visual models: audio CNN, SpecAugment, the factorised shared Transformer, the adaptors."""
+"""The audio-visual models: audio CNN, SpecAugment, the shared factorised Transformer, adaptors."""
 import functools
 
 import jax
@@ -103,7 +103,8 @@ def test_orthogonal_parametrisation_matches_scipy_expm_and_stays_orthogonal():
   _assert_orthogonal(q)
   init = avt.cayley_rotation_init(jax.random.key(1), (3, 128, 128))
   _assert_orthogonal(avt.orthogonal(init))
-  assert np.linalg.det(np.asarray(avt.orthogonal(init[0]), np.float64)) == pytest.approx(1.0, abs=1e-4)  # a rotation
+  det = np.linalg.det(np.asarray(avt.orthogonal(init[0]), np.float64))
+  assert det == pytest.approx(1.0, abs=1e-4)  # a rotation
 
 
 def test_modality_matrices_orthogonal_at_init():

@@ -4,7 +4,8 @@ Input `[N, time_frames, n_mels, 1]` (the layout `cvrl_jax.audio.log_mel_spectrog
 a channel axis added); output pooled float32 features `[N, 32 * base_width]` (1024 at the paper's
 half width, base_width 32, against ResNet-50's 2048).
 
-The layout follows the authors' released audio ResNet (docs/objectives.md, "Audio-visual models"):
+The layout follows the authors' released audio ResNet (docs/architecture.md, "Audio-visual
+models"):
 
 - stem: a separable 9x9 convolution, stride 1, base_width channels; no max-pool;
 - four stages of bottleneck blocks [3, 4, 6, 3]: 1x1 -> 3x3 (carrying the stride) -> 1x1 to 4x
@@ -57,7 +58,7 @@ class SeparableConv(nn.Module):
 
 
 class AudioBottleneckBlock(nn.Module):
-  """1x1 -> 3x3 strided (separable or full) -> 1x1 x4, BN after each, projection shortcut if needed."""
+  """1x1 -> 3x3 strided (separable or full) -> 1x1 x4, BN after each, projection shortcut."""
   filters: int
   stride: int
   separable: bool

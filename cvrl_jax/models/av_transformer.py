@@ -1,4 +1,4 @@
-"""The parameter-efficient multimodal Transformer of the audio-visual method (Lee et al., ICLR 2021).
+"""The parameter-efficient multimodal Transformer of the audio-visual method (Lee et al. 2021).
 
 Both CNNs' clip embeddings (`CNNAdaptor`: Linear to the hidden size, LayerNorm) go through three
 passes of one Transformer (mid fusion):
@@ -12,7 +12,8 @@ Each pass has its own position embeddings and embedding LayerNorm (the joint one
 embeddings), and each modality a learned summary token prepended to its sequence; the summary
 outputs (index 0 of each half) are the sequence-level embeddings.
 
-Parameter efficiency, as in the authors' released code (docs/objectives.md, "Audio-visual models"):
+Parameter efficiency, as in the authors' released code (docs/architecture.md, "Audio-visual
+models"):
 
 - one BERT layer (post-LayerNorm, GELU) is applied `num_layers` times (`share_layers`) and the same
   layer serves the visual, audio and joint passes (`share_modalities`);
@@ -116,7 +117,7 @@ def cayley_rotation_init(key: jax.Array, shape, dtype=jnp.float32) -> jax.Array:
 
 
 class FactorisedDense(nn.Module):
-  """y = l2_normalise(x @ in_proj[g]) @ orthogonal(rotation[g]) @ kernel + bias, g a weight group."""
+  """y = l2_normalise(x @ in_proj[g]) @ orthogonal(rotation[g]) @ kernel + bias, g: weight group."""
   features: int
   rank: int
   num_groups: int = NUM_GROUPS
@@ -222,7 +223,7 @@ class Embeddings(nn.Module):
 
 
 class CNNAdaptor(nn.Module):
-  """CNN features [..., C] -> Linear(hidden_size) -> LayerNorm: a clip embedding for the Transformer."""
+  """CNN features [..., C] -> Linear(hidden_size) -> LayerNorm: the Transformer's clip embeddings."""
   hidden_size: int = 768
   dtype: Any = jnp.float32
 

@@ -223,7 +223,7 @@ class Embeddings(nn.Module):
 
 
 class CNNAdaptor(nn.Module):
-  """CNN features [..., C] -> Linear(hidden_size) -> LayerNorm: the Transformer's clip embeddings."""
+  """CNN features [..., C] -> Linear(hidden_size) -> LayerNorm: clip embeddings [..., hidden]."""
   hidden_size: int = 768
   dtype: Any = jnp.float32
 

@@ -221,3 +221,12 @@ def test_bounces_click_at_the_frame_the_motion_reverses():
   high = spectrum[:, np.fft.rfftfreq(head.shape[1], 1 / rate) > 2500].sum(axis=1)
   assert np.argmax(high) == 2
   assert high[2] > 20 * np.median(high)
+
+
+def test_bad_values_on_the_command_line_are_one_sentence(tmp_path, capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    demo.main(['--output', str(tmp_path), '--audio', '--audio-rate', '5'])
+  assert exit_info.value.code == 2
+  err = capsys.readouterr().err
+  assert 'error: --audio-rate must be a whole number of samples per second' in err
+  assert 'Traceback' not in err

@@ -430,9 +430,12 @@ def main(argv=None) -> None:
                       help='samples per second of the sound track')
   args = parser.parse_args(argv)
   start = time.time()
-  paths = make_demo_dataset(args.output, num_train=args.num_train, num_test=args.num_test,
-                            num_frames=args.num_frames, seed=args.seed, canvas=args.canvas,
-                            variant=args.variant, audio=args.audio, audio_rate=args.audio_rate)
+  try:
+    paths = make_demo_dataset(args.output, num_train=args.num_train, num_test=args.num_test,
+                              num_frames=args.num_frames, seed=args.seed, canvas=args.canvas,
+                              variant=args.variant, audio=args.audio, audio_rate=args.audio_rate)
+  except ValueError as e:
+    parser.error(str(e))  # one line and exit status 2, no traceback
   sound = f' with sound at {args.audio_rate} Hz' if args.audio else ''
   print(f'Wrote {args.num_train} {args.variant} train and {args.num_test} test videos of '
         f'{args.num_frames} frames{sound} in {time.time() - start:.1f}s:')

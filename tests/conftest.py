@@ -3,6 +3,7 @@ and one persistent compilation cache for the session."""
 import atexit
 import os
 import shutil
+import signal
 import tempfile
 
 # Must happen before JAX is imported anywhere in the test process.
@@ -19,6 +20,15 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
   os.environ["JAX_COMPILATION_CACHE_DIR"] = _CACHE
   os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+
+# A test run started in the background by a non-interactive shell inherits SIGINT and SIGQUIT
+# ignored, and so would every command the tests start; the tests that stop a command with Ctrl-C
+# (SIGINT) need the default disposition, which an interactive user's commands have. A handler set
+# here becomes the default again in every child at exec.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+  signal.signal(signal.SIGINT, signal.default_int_handler)
+if signal.getsignal(signal.SIGQUIT) == signal.SIG_IGN:
+  signal.signal(signal.SIGQUIT, signal.SIG_DFL)
 
 from cvrl_jax.models import conv as _conv  # noqa: E402
 

@@ -188,7 +188,12 @@ def test_tpu_pod_script_against_a_recorded_gcloud(pod, env, tmp_path):
   finally:
     watchdog.cancel()
     interrupt()
-    follow.wait()
+    try:
+      follow.wait(timeout=60)
+    except subprocess.TimeoutExpired:  # Ctrl-C did not end `log`: fail, never hang the suite
+      os.killpg(follow.pid, signal.SIGKILL)
+      follow.wait()
+      raise AssertionError('`tpu_pod.sh log` ignored Ctrl-C (SIGINT) for 60 s')
   assert f'step 1/{lib.NUM_STEPS} ' in ''.join(followed), diagnostics()
   assert 'process 0 of 2, 4 local / 8 global devices' in ''.join(followed)
   assert stop.returncode == 0, stop.stderr

@@ -4,7 +4,6 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 import tensorflow as tf
 
@@ -14,6 +13,7 @@ from cvrl_jax.data import sampling
 from cvrl_jax.objectives import base
 from cvrl_jax.objectives import build_objective
 from rho_numpy import unit
+import train_testlib as lib
 
 BATCH, FRAMES, SIZE = 8, 4, 16
 
@@ -168,32 +168,7 @@ def test_a_short_run_lowers_the_loss_below_the_untrained_network():
   objective = build_objective(tiny_config(momentum=0.5))
   init_rng = np.random.default_rng(2)
   params0, batch_stats0, aux0 = jax.jit(objective.init)(jax.random.key(0), _videos(init_rng))
-  tx = optax.adam(1e-3)
-
-  @jax.jit
-  def step(params, batch_stats, aux, opt_state, clips, keys, i, lr_scale):
-    def loss_fn(p):
-      out = objective.loss(p, batch_stats, aux, {'clips': clips, 'keys': keys},
-                           jax.random.key(1), i)
-      return out.loss, (out.batch_stats, out.aux)
-    (loss, (batch_stats, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    params = optax.apply_updates(params, jax.tree.map(lambda u: lr_scale * u, updates))
-    return params, batch_stats, objective.update_aux(params, aux, i), opt_state, loss
-
-  def run(lr_scale):
-    rng = np.random.default_rng(3)
-    params, batch_stats, aux, opt_state = params0, batch_stats0, aux0, tx.init(params0)
-    losses = []
-    for i in range(12):
-      keys = jax.random.split(jax.random.fold_in(jax.random.key(7), i), BATCH)
-      params, batch_stats, aux, opt_state, loss = step(
-          params, batch_stats, aux, opt_state, _videos(rng), keys, jnp.int32(i),
-          jnp.float32(lr_scale))
-      losses.append(float(loss))
-    return losses
-
-  trained, frozen = run(1.0), run(0.0)
+  trained, frozen = lib.lr_scaled_losses(objective, (params0, batch_stats0, aux0), _videos, BATCH)
   assert trained[0] == pytest.approx(frozen[0], rel=1e-6)
   assert np.mean(trained[-4:]) < np.mean(frozen[-4:]) - 0.3, (trained, frozen)
 

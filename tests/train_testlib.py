@@ -13,8 +13,10 @@ import types
 from typing import Any, Mapping, Sequence
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 import pytest
 import tensorflow as tf
 from jax.experimental.compilation_cache import compilation_cache
@@ -189,3 +191,39 @@ def losses(workdir: str, steps: Sequence[int]) -> np.ndarray:
 def run(command: Sequence[str], env: dict, timeout: float) -> subprocess.CompletedProcess:
   return subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True,
                         timeout=timeout)
+
+
+def lr_scaled_losses(objective, init_state, make_clips, batch: int,
+                     lr_scales: Sequence[float] = (1.0, 0.0),
+                     num_steps: int = 12) -> list[list[float]]:
+  """Per learning-rate scale, the losses of `num_steps` Adam steps (lr 1e-3 times the scale) of
+  `objective` from `init_state` (params, batch_stats, aux), each on the same `make_clips(rng)`
+  batches and per-step pretext keys. Scale 0 keeps the queue and EMA dynamics with the network
+  frozen: the baseline a short learning test compares against."""
+  tx = optax.adam(1e-3)
+
+  @jax.jit
+  def step(params, batch_stats, aux, opt_state, clips, keys, i, lr_scale):
+    def loss_fn(p):
+      out = objective.loss(p, batch_stats, aux, {'clips': clips, 'keys': keys},
+                           jax.random.key(1), i)
+      return out.loss, (out.batch_stats, out.aux)
+    (loss, (batch_stats, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    params = optax.apply_updates(params, jax.tree.map(lambda u: lr_scale * u, updates))
+    return params, batch_stats, objective.update_aux(params, aux, i), opt_state, loss
+
+  runs = []
+  for lr_scale in lr_scales:
+    rng = np.random.default_rng(3)
+    params, batch_stats, aux = init_state
+    opt_state = tx.init(params)
+    losses = []
+    for i in range(num_steps):
+      keys = jax.random.split(jax.random.fold_in(jax.random.key(7), i), batch)
+      params, batch_stats, aux, opt_state, loss = step(
+          params, batch_stats, aux, opt_state, make_clips(rng), keys, jnp.int32(i),
+          jnp.float32(lr_scale))
+      losses.append(float(loss))
+    runs.append(losses)
+  return runs

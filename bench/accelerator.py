@@ -4,10 +4,10 @@
   python bench/accelerator.py --small        # the same end to end on CPU at tiny shapes (smoke)
 
 Rows (in this order, so the most important ones run first under the time budget):
-  R3D-50, 16 x 224^2, bfloat16: every model.conv_impl x remat off / on;
-  R3D-50 float32 (reference): every conv_impl, remat off;
-  R3D-18 bfloat16: every conv_impl, remat off.
-Each row is the whole pretraining step `cvrl_jax.trainer.build_train_step` compiles (on-device
+  R3D-50, 16 x 224^2, bfloat16: every model.conv_impl with remat off, then with remat on;
+  R3D-18 bfloat16: every conv_impl, remat off;
+  R3D-50 float32 (reference): every conv_impl, remat off.
+Each row is the whole pretraining step `cvrl_jax.train_step.build_train_step` compiles (on-device
 augmentation, both views through the network, InfoNCE over the batch, backward, SGD update) for
 the CVRL config `configs/cvrl_r3d50_k400.py` on one device.
 
@@ -19,9 +19,13 @@ rounded down to a multiple of 4, is compiled and run; if it still runs out of me
 backs off by a quarter, at most twice. Two compilations per row (one where the probe is already
 the largest batch); the XLA compilation cache (--cache-dir) makes a second run start faster.
 Step time: the best of --steps timed steps after --warmup steps (other load only slows a step).
-clips/s = 2 clips x batch / step time. MFU = XLA cost-analysis FLOPs of the step / step time /
-the device's dense matmul peak measured here (bfloat16, or float32 for float32 rows; the best of
-several square matmuls). Peak memory: the runtime's `peak_bytes_in_use` after the timed steps
+clips/s = 2 clips x batch / step time. MFU = model FLOPs of the step / step time / the device's
+dense matmul peak measured here (bfloat16, or float32 for float32 rows; the best of several square
+matmuls). Model FLOPs = 3 (forward + backward) x 2 clips x batch x the backbone's dense conv FLOPs
+per clip (bench/model_flops.py's count, the same for every conv_impl since they compute the same
+convolution): XLA's cost analysis is no yardstick on GPU, where it leaves out the cuDNN
+convolution calls (it reported 1.0 TFLOP for a conv3d step whose convolutions alone are 70), so it
+is kept in the JSON only. Peak memory: the runtime's `peak_bytes_in_use` after the timed steps
 (per row: every row runs in a fresh process), beside XLA's estimate for that batch.
 
 Then the host input pipeline's clips/s on this machine (bench/input_pipeline.py, ours, all cores).
@@ -62,6 +66,8 @@ def parse_args(argv=None) -> argparse.Namespace:
   p.add_argument('--pipeline-batches', type=int, default=6,
                  help='timed batches of the host pipeline measurement (0: skip it)')
   p.add_argument('--json', default=os.path.join(REPO_ROOT, 'bench', 'out', 'accelerator.json'))
+  p.add_argument('--table-from', default='',
+                 help='print the table of an earlier run\'s --json file and exit (nothing runs)')
   p.add_argument('--row', default='', help=argparse.SUPPRESS)  # worker mode: one row, JSON out
   return p.parse_args(argv)
 
@@ -69,13 +75,13 @@ def parse_args(argv=None) -> argparse.Namespace:
 def rows(small: bool) -> list[dict]:
   """The table's rows, most important first."""
   out = []
-  for impl in CONV_IMPLS:
-    for remat in (False, True):
+  for remat in (False, True):  # remat off first: conv3d vs factorized picks the 'auto' default
+    for impl in CONV_IMPLS:
       out.append(dict(depth=50, dtype='bfloat16', conv_impl=impl, remat=remat))
   for impl in CONV_IMPLS:
-    out.append(dict(depth=50, dtype='float32', conv_impl=impl, remat=False))
-  for impl in CONV_IMPLS:
     out.append(dict(depth=18, dtype='bfloat16', conv_impl=impl, remat=False))
+  for impl in CONV_IMPLS:
+    out.append(dict(depth=50, dtype='float32', conv_impl=impl, remat=False))
   shape = dict(frames=4, size=32, width=0.125) if small else dict(frames=16, size=224, width=1.0)
   return [dict(r, **shape) for r in out]
 
@@ -108,13 +114,13 @@ def _parts(row: dict, batch: int):
   from jax.sharding import AxisType
   from cvrl_jax import optim
   from cvrl_jax import sharding
-  from cvrl_jax import trainer
+  from cvrl_jax import train_step
   from cvrl_jax.objectives import build_objective
   config = _config(row, batch)
   mesh = jax.make_mesh((1, 1), sharding.AXES, axis_types=(AxisType.Auto,) * 2,
                        devices=jax.devices()[:1])
   examples = config.data.num_train_examples
-  return trainer.build_train_step(config, mesh, build_objective(config),
+  return train_step.build_train_step(config, mesh, build_objective(config),
                                   optim.total_steps(config, examples),
                                   optim.steps_per_epoch(config, examples))
 
@@ -161,6 +167,21 @@ def matmul_peak(dtype: str, small: bool) -> float:
     f(a, b).block_until_ready()
     best = min(best, time.perf_counter() - start)
   return 2 * n**3 / best
+
+
+def model_flops_per_step(row: dict, batch: int) -> float:
+  """3 x 2 clips x batch x the backbone's dense conv FLOPs per clip (the heads add < 0.1%)."""
+  import jax
+  import jax.numpy as jnp
+  from cvrl_jax import models
+  from model_flops import conv_flops  # bench/model_flops.py, beside this script
+  config = _config(row, 1)
+  config.model.dtype = 'float32'
+  backbone = models.build_backbone(config.model)
+  x_shape = (1, row['frames'], row['size'], row['size'], 3)
+  variables = jax.eval_shape(lambda: backbone.init(jax.random.key(0), jnp.zeros(x_shape),
+                                                   train=False))
+  return 3.0 * 2 * batch * conv_flops(backbone, variables, x_shape)
 
 
 def _tree_bytes(tree) -> int:
@@ -227,6 +248,7 @@ def worker(args: argparse.Namespace) -> None:
   row = json.loads(args.row)
   result = run_row(row, args)
   result['matmul_peak_flops'] = matmul_peak(row['dtype'], args.small)
+  result['model_flops'] = model_flops_per_step(row, result['batch'])
   print('ROW ' + json.dumps(result), flush=True)
 
 
@@ -302,14 +324,15 @@ def print_table(results: list[dict], pipeline: dict | None) -> None:
     if 'step_s' not in r:
       print(f'{label:44} {r.get("skipped") or r.get("error")}')
       continue
-    mfu = r['flops'] / r['step_s'] / r['matmul_peak_flops']
+    mfu = model_flops_per_step(r, r['batch']) / r['step_s'] / r['matmul_peak_flops']
     runtime = (f'{r["runtime_peak_gib"]:8.2f}' if r['runtime_peak_gib'] is not None
                else f'{"n/a":>8}')
     print(f'{label:44} {r["batch"]:5d} {r["step_s"] * 1e3:8.1f} '
           f'{2 * r["batch"] / r["step_s"]:8.1f} {mfu:6.1%} {runtime} '
           f'{r["xla_peak_bytes"] / GIB:8.2f} {r["compile_s"]:9.1f}')
   peaks = {r['dtype']: r['matmul_peak_flops'] for r in results if 'matmul_peak_flops' in r}
-  print('MFU: XLA cost-analysis FLOPs of the step / best step time / measured matmul peak ('
+  print('MFU: model FLOPs of the step (3 x 2 clips x batch x dense conv FLOPs per clip) / best '
+        'step time / measured matmul peak ('
         + ', '.join(f'{k} {_flops(v)}' for k, v in peaks.items()) + '). peak GiB: '
         "the runtime's peak_bytes_in_use (n/a where the runtime has no memory statistics).")
   if pipeline is not None:
@@ -334,6 +357,11 @@ def main(argv=None) -> None:
   sys.path.insert(0, REPO_ROOT)
   from cvrl_jax import startup
   startup.configure_process()
+  if args.table_from:
+    with open(args.table_from) as f:
+      saved = json.load(f)
+    print_table(saved['rows'], saved.get('host_pipeline'))
+    return
   if args.row:
     if args.cache_dir:
       import jax  # pylint: disable=g-import-not-at-top

@@ -7,8 +7,14 @@
 # Creates (or reuses) the virtual environment $CVRL_BENCH_VENV (default .venv-accelerator) with
 # cvrl_jax and the JAX runtime for the hardware it finds: .[cuda] where nvidia-smi works, .[tpu]
 # on a TPU VM, plain CPU JAX otherwise. Extra arguments go to bench/accelerator.py (--help).
+# On an image that already has JAX for its accelerator and no network (cvrl_jax's step needs only
+# JAX, flax, optax, orbax and ml_collections; TensorFlow only for the host-pipeline line), skip the
+# install: CVRL_BENCH_PYTHON=python3 bash bench/accelerator.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [[ -n "${CVRL_BENCH_PYTHON:-}" ]]; then
+  exec "$CVRL_BENCH_PYTHON" bench/accelerator.py "$@"
+fi
 VENV=${CVRL_BENCH_VENV:-.venv-accelerator}
 if nvidia-smi -L >/dev/null 2>&1; then
   EXTRA='[cuda]'; echo "GPU: $(nvidia-smi -L | head -n 1)"

@@ -5,7 +5,7 @@ parallelism needs.
   /work/venv/bin/python bench/collectives.py --config=cvrl_r3d50_k400 --frames=4 --size=32 \
       --batch=16
 
-The train step (trainer.build_train_step: augment, forward, backward, optimiser) is compiled for a
+The train step (train_step.build_train_step: augment, forward, backward, optimiser) is compiled for a
 ('data',) mesh of --devices fake CPU devices on abstract inputs (nothing runs), and every
 collective of the optimised HLO (`compiled.as_text()`, the per-device program after SPMD
 partitioning) is listed: all-reduce, all-gather, reduce-scatter, all-to-all, collective-permute,
@@ -124,11 +124,11 @@ def load_config(name: str):
 
 def audit(config: Any, num_devices: int) -> tuple[list[Collective], dict[str, int], Any]:
   """Compiles the train step of `config` over a ('data',) mesh of `num_devices` devices; returns
-  its collectives, the expected figures and the trainer.TrainStepParts."""
+  its collectives, the expected figures and the train_step.TrainStepParts."""
   import jax
   from jax.sharding import AxisType
   from cvrl_jax import sharding
-  from cvrl_jax import trainer
+  from cvrl_jax import train_step
   from cvrl_jax.objectives import build_objective
 
   if jax.device_count() < num_devices:
@@ -138,7 +138,7 @@ def audit(config: Any, num_devices: int) -> tuple[list[Collective], dict[str, in
   mesh = jax.make_mesh((num_devices, 1), sharding.AXES, axis_types=(AxisType.Auto,) * 2,
                        devices=jax.devices()[:num_devices])
   objective = build_objective(config)
-  parts = trainer.build_train_step(config, mesh, objective, num_steps=1000, steps_per_epoch=100.0)
+  parts = train_step.build_train_step(config, mesh, objective, num_steps=1000, steps_per_epoch=100.0)
   compiled = parts.compile()
   return (parse_collectives(compiled.as_text()),
           expected_bytes(parts, config, objective.plan.num_views), parts)

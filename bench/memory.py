@@ -5,7 +5,7 @@
   /work/venv/bin/python bench/memory.py --configs=cvrl_r3d152x2_k600 --batches=2 --fsdp=8
 
 The train step of each configuration (augment, forward, backward, optimiser update: exactly what
-cvrl_jax.trainer compiles, via trainer.build_train_step) is lowered and compiled for abstract
+cvrl_jax.trainer compiles, via train_step.build_train_step) is lowered and compiled for abstract
 inputs only: no step runs and no state is allocated. XLA's `compiled.memory_analysis()` gives the
 bytes of the arguments (state + batch), outputs (new state + metrics), temporaries (activations
 kept for the backward pass, gradients, workspace) and the output bytes aliased to donated
@@ -72,14 +72,14 @@ def measure(config, fsdp: int) -> dict:
   from jax.sharding import AxisType
   from cvrl_jax import optim
   from cvrl_jax import sharding
-  from cvrl_jax import trainer
+  from cvrl_jax import train_step
   from cvrl_jax.objectives import build_objective
 
   mesh = jax.make_mesh((1, fsdp), sharding.AXES, axis_types=(AxisType.Auto,) * 2,
                        devices=jax.devices()[:fsdp])
   objective = build_objective(config)
   examples = config.data.num_train_examples
-  parts = trainer.build_train_step(config, mesh, objective, optim.total_steps(config, examples),
+  parts = train_step.build_train_step(config, mesh, objective, optim.total_steps(config, examples),
                                    optim.steps_per_epoch(config, examples))
   start = time.perf_counter()
   compiled = parts.compile()

@@ -48,6 +48,9 @@ def configure_process() -> None:
   only feeds the input pipeline, kept off the accelerators JAX uses."""
   from cvrl_jax.models import conv  # pylint: disable=g-import-not-at-top
   conv.apply_cpu_xla_flags()
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  try:
+    import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  except ImportError:  # a JAX-only process (bench/accelerator.py on a bare GPU image)
+    return
   tf.config.set_visible_devices([], 'GPU')
   tf.config.set_visible_devices([], 'TPU')

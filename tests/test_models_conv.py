@@ -92,7 +92,7 @@ def test_auto_resolves_per_platform():
   assert conv_lib.resolve_conv_impl('conv3d') == 'conv3d'
   assert conv_lib.resolve_conv_impl('factorized', 'gpu') == 'factorized'
   assert conv_lib.resolve_conv_impl('auto', 'cpu') == 'factorized'
-  assert conv_lib.resolve_conv_impl('auto', 'gpu') == 'conv3d'
+  assert conv_lib.resolve_conv_impl('auto', 'gpu') == 'factorized'
   assert conv_lib.resolve_conv_impl('auto', 'tpu') == 'conv3d'
   with pytest.raises(ValueError, match='model.conv_impl'):
     conv_lib.resolve_conv_impl('fft')

@@ -17,7 +17,7 @@ from PIL import Image
 
 from cvrl_jax import config_lib
 from cvrl_jax import sharding
-from cvrl_jax import trainer
+from cvrl_jax import train_step
 from cvrl_jax.data import dmvr
 from cvrl_jax.data import pipeline
 from cvrl_jax.objectives import build_objective
@@ -210,7 +210,7 @@ def test_vcop_trainer_step_leaves_short_videos_out_and_counts_them(tmp_path):
   short = int(np.sum(np.array(lengths) < 8))
   assert int(np.sum(~batch['fits'])) == short  # one epoch of all 16 videos in the batch
   mesh = sharding.make_mesh(config.mesh)
-  parts = trainer.build_train_step(config, mesh, objective, 10, 1.0)
+  parts = train_step.build_train_step(config, mesh, objective, 10, 1.0)
   assert set(parts.batch_spec) == {'video', 'key', 'fits'}
   state = parts.create_state()
   device_batch = sharding.host_to_global({k: batch[k] for k in parts.batch_spec}, mesh)
@@ -415,7 +415,7 @@ def test_pretext_monitor_counts_the_held_out_tuples_that_fit(tmp_path):
   config.batch_size = 8
   objective = build_objective(config)
   mesh = sharding.make_mesh(config.mesh)
-  parts = trainer.build_train_step(config, mesh, objective, 10, 1.0)
+  parts = train_step.build_train_step(config, mesh, objective, 10, 1.0)
   state = parts.create_state()
   from cvrl_jax.evaluate import pretext as pretext_monitor  # pylint: disable=g-import-not-at-top
   monitor = pretext_monitor.make_online_monitor(config, mesh, objective, str(tmp_path))

@@ -117,3 +117,78 @@ def test_progress_line():
                                steps_per_sec=2.0, clips_per_step=2048)
   assert line == ('step 100/1100 (9.1%) | loss 4.25 | contrastive_accuracy 0.5 | 2.00 steps/s | '
                   '4096.0 clips/s | ETA 0:08:20')
+
+
+# The train step built, compiled and run in a process where TensorFlow and clu cannot be imported
+# (an accelerator image without them, bench/accelerator.py); prints the loss, then what running a
+# sampler says there.
+_WITHOUT_TENSORFLOW = r'''
+import sys
+
+class _Blocked:
+  def find_spec(self, name, path=None, target=None):
+    if name.split('.')[0] in ('tensorflow', 'clu'):
+      raise ImportError(f'{name} is blocked in this test')
+
+sys.meta_path.insert(0, _Blocked())
+sys.path.insert(0, sys.argv[1])
+import train_testlib_no_tf as case
+from cvrl_jax.data import sampling
+loss = case.one_step_loss()
+assert 'tensorflow' not in sys.modules
+try:
+  sampling.SAMPLERS['cvrl_pair'].starts([0, 0], 30, 2, 4, 1, {'power': 1.0})
+except ImportError as e:
+  print('SAMPLER', e)
+print('LOSS', repr(loss))
+'''
+
+_CASE = r'''
+import jax
+import numpy as np
+from cvrl_jax import config_lib, sharding, train_step
+from cvrl_jax.objectives import build_objective
+
+
+def one_step_loss():
+  config = config_lib.load_config_file('cvrl_r3d50_k400')
+  config.batch_size, config.data.num_frames, config.data.image_size = 8, 2, 16
+  config.model.depth, config.model.width_multiplier = 10, 0.125
+  config.model.conv_impl = 'conv3d'
+  mesh = sharding.make_mesh(config.mesh)
+  parts = train_step.build_train_step(config, mesh, build_objective(config), 10, 1.0)
+  state = parts.create_state()
+  rng = np.random.default_rng(0)
+  batch = {}
+  for name, spec in parts.batch_spec.items():
+    value = (rng.integers(0, 256, spec.shape) if name == 'video'
+             else np.arange(np.prod(spec.shape)).reshape(spec.shape))
+    batch[name] = jax.device_put(value.astype(spec.dtype), spec.sharding)
+  _, metrics = parts.compile(state)(state, batch)
+  return float(metrics['loss'])
+'''
+
+
+def test_train_step_needs_no_tensorflow(tmp_path):
+  """cvrl_jax.train_step builds, compiles and runs the step with TensorFlow and clu unimportable,
+  to the same loss as in this process (where both are loaded); a sampler there names what is
+  missing in one sentence."""
+  import subprocess
+  import sys
+  (tmp_path / 'train_testlib_no_tf.py').write_text(_CASE)
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, PYTHONPATH=repo)
+  proc = subprocess.run([sys.executable, '-c', _WITHOUT_TENSORFLOW, str(tmp_path)], env=env,
+                        capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  lines = dict(line.split(' ', 1) for line in proc.stdout.splitlines()
+               if line.startswith(('LOSS', 'SAMPLER')))
+  assert 'install tensorflow-cpu' in lines['SAMPLER']
+  sys.path.insert(0, str(tmp_path))
+  try:
+    import train_testlib_no_tf  # pylint: disable=g-import-not-at-top
+    import tensorflow  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+    expected = train_testlib_no_tf.one_step_loss()
+  finally:
+    sys.path.remove(str(tmp_path))
+  assert float(lines['LOSS']) == pytest.approx(expected, rel=1e-6)

@@ -15,7 +15,20 @@ import dataclasses
 from typing import Any, Callable, Mapping
 
 import numpy as np
-import tensorflow as tf
+
+try:
+  import tensorflow as tf
+except ImportError:  # the table below (names, parameters, checks) is plain Python
+
+  class _TensorFlowMissing:
+    """Stands in for `tf` where TensorFlow is not installed (a JAX-only benchmark machine):
+    resolving a ClipPlan works; running a sampler says what is missing."""
+
+    def __getattr__(self, name):
+      raise ImportError('the temporal samplers are TensorFlow ops: install tensorflow-cpu '
+                        '(pip install -e .) to run the input pipeline.')
+
+  tf = _TensorFlowMissing()
 
 _BISECTION_STEPS = 54  # halves [0, 1] down to float64 resolution
 

@@ -1,8 +1,6 @@
 """CEP (docs/recipes/temporal.md): the multi-positive InfoNCE and the whole loss against NumPy,
 the sparse key frames, the EMA, a short run, and the key encoder and queue over a resume."""
 import dataclasses
-import os
-import shutil
 
 import jax
 import jax.numpy as jnp
@@ -20,7 +18,6 @@ from cvrl_jax.objectives import losses
 from rho_numpy import unit
 import train_testlib as lib
 from train_testlib import env  # noqa: F401  (the module fixture)
-from test_rho_train import _flatten, _restore_state
 from test_temporal_train import _config
 
 BATCH, SEGMENT, SIZE = 8, 2, 16
@@ -271,17 +268,6 @@ def test_resume_restores_key_encoder_and_queue(env, tmp_path_factory):  # noqa: 
   assert len(parts) == lib.NUM_STEPS and min(parts.values()) > 0
 
   resumed = str(tmp_path_factory.mktemp('cep_resumed'))
-  shutil.copytree(os.path.join(uninterrupted, 'checkpoints', str(lib.CHECKPOINT_EVERY)),
-                  os.path.join(resumed, 'checkpoints', str(lib.CHECKPOINT_EVERY)))
-  trainer.pretrain(_config(env.data, 'cep_demo', **extra), resumed)
-  after = range(lib.CHECKPOINT_EVERY + 1, lib.NUM_STEPS + 1)
-  np.testing.assert_allclose(lib.losses(resumed, after), lib.losses(uninterrupted, after),
-                             rtol=1e-6)
-  final = [_restore_state(w, lib.NUM_STEPS)['aux'] for w in (uninterrupted, resumed)]
+  final = lib.resume_matches_uninterrupted(_config(env.data, 'cep_demo', **extra), uninterrupted, resumed,
+                                           ('queue', 'queue_ptr', 'target'))
   assert int(final[0]['queue_ptr']) == lib.NUM_STEPS * 16 % 24
-  for name in ('queue', 'queue_ptr', 'target'):
-    flat = [dict(_flatten(f[name])) for f in final]
-    assert flat[0].keys() == flat[1].keys()
-    for key in flat[0]:
-      np.testing.assert_allclose(flat[1][key], flat[0][key], rtol=1e-6, atol=1e-7,
-                                 err_msg=f'{name}/{key}')

@@ -1,16 +1,12 @@
 """VTDL and CATE through the real trainer on the demo videos: host fields reach the loss, and
 VTDL's key encoder and queue survive a checkpoint and an exact resume."""
-import os
-import shutil
 
 import numpy as np
-import pytest
 
 from cvrl_jax import config_lib
 from cvrl_jax import trainer
 import train_testlib as lib
 from train_testlib import env  # noqa: F401  (the module fixture)
-from test_rho_train import _flatten, _restore_state
 
 
 
@@ -35,20 +31,9 @@ def test_vtdl_resume_restores_key_encoder_and_queue(env, tmp_path_factory):  # n
   assert min(distance.values()) > 2  # the host's view_starts reached the loss
 
   resumed = str(tmp_path_factory.mktemp('vtdl_resumed'))
-  shutil.copytree(os.path.join(uninterrupted, 'checkpoints', str(lib.CHECKPOINT_EVERY)),
-                  os.path.join(resumed, 'checkpoints', str(lib.CHECKPOINT_EVERY)))
-  trainer.pretrain(_config(env.data, 'vtdl_demo', **extra), resumed)
-  after = range(lib.CHECKPOINT_EVERY + 1, lib.NUM_STEPS + 1)
-  np.testing.assert_allclose(lib.losses(resumed, after), lib.losses(uninterrupted, after),
-                             rtol=1e-6)
-  final = [_restore_state(w, lib.NUM_STEPS)['aux'] for w in (uninterrupted, resumed)]
+  final = lib.resume_matches_uninterrupted(_config(env.data, 'vtdl_demo', **extra), uninterrupted, resumed,
+                                           ('queue', 'queue_ptr', 'target'))
   assert int(final[0]['queue_ptr']) == lib.NUM_STEPS * 16 % 24
-  for name in ('queue', 'queue_ptr', 'target'):
-    flat = [dict(_flatten(f[name])) for f in final]
-    assert flat[0].keys() == flat[1].keys()
-    for key in flat[0]:
-      np.testing.assert_allclose(flat[1][key], flat[0][key], rtol=1e-6, atol=1e-7,
-                                 err_msg=f'{name}/{key}')
 
 
 def test_cate_trains_from_the_pipelines_host_fields(env, tmp_path_factory):  # noqa: F811

@@ -6,6 +6,7 @@ in-process runs and the `python -m cvrl_jax.main` subprocesses reuse each other'
 """
 import glob
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 import pytest
 import tensorflow as tf
 from jax.experimental.compilation_cache import compilation_cache
@@ -227,3 +229,42 @@ def lr_scaled_losses(objective, init_state, make_clips, batch: int,
       losses.append(float(loss))
     runs.append(losses)
   return runs
+
+
+def restore_state(workdir: str, step: int):
+  """The train state of `workdir`'s checkpoint at `step`, as nested dicts of arrays."""
+  manager = ocp.CheckpointManager(os.path.join(workdir, 'checkpoints'),
+                                  item_names=('state', 'data'))
+  state = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))['state']
+  manager.close()
+  return state
+
+
+def flatten(tree, prefix=''):
+  """(path, array) pairs of a nested dict."""
+  if isinstance(tree, dict):
+    for key, value in tree.items():
+      yield from flatten(value, f'{prefix}/{key}')
+  else:
+    yield prefix, np.asarray(tree)
+
+
+def resume_matches_uninterrupted(config: ml_collections.ConfigDict, uninterrupted: str,
+                                 resumed: str, aux_names: Sequence[str]) -> list:
+  """Runs `config` in `resumed` from a copy of the uninterrupted run's step-CHECKPOINT_EVERY
+  checkpoint and checks that the losses after it and the final aux entries `aux_names` equal the
+  uninterrupted run's; returns the final aux of [uninterrupted, resumed]."""
+  from cvrl_jax import trainer  # pylint: disable=g-import-not-at-top
+  shutil.copytree(os.path.join(uninterrupted, 'checkpoints', str(CHECKPOINT_EVERY)),
+                  os.path.join(resumed, 'checkpoints', str(CHECKPOINT_EVERY)))
+  trainer.pretrain(config, resumed)
+  after = range(CHECKPOINT_EVERY + 1, NUM_STEPS + 1)
+  np.testing.assert_allclose(losses(resumed, after), losses(uninterrupted, after), rtol=1e-6)
+  final = [restore_state(w, NUM_STEPS)['aux'] for w in (uninterrupted, resumed)]
+  for name in aux_names:
+    flat = [dict(flatten(f[name])) for f in final]
+    assert flat[0].keys() == flat[1].keys()
+    for key in flat[0]:
+      np.testing.assert_allclose(flat[1][key], flat[0][key], rtol=1e-6, atol=1e-7,
+                                 err_msg=f'{name}/{key}')
+  return final

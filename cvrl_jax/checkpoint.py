@@ -47,16 +47,18 @@ def position_for_process(record: dict, process_index: int, process_count: int,
                          host_split: str) -> tuple[int, int]:
   """This process's start position from a checkpoint's data record.
 
-  With the same number of processes every host continues from its own row. With 'records' every
-  row is the same global position, so any process count resumes exactly. With 'files' and a new
-  process count the file-to-host assignment changes; hosts restart at the start of the earliest
-  epoch in progress (exactness for that epoch is lost, which is logged).
+  With the same number of processes every host continues from its own row. With 'records' and
+  a new process count every host continues from the furthest row: the end of the last global
+  batch, which is exact unless hosts had skipped bad records (then the few records a host had
+  still to catch up on are left out). With 'files' and a new process count the file-to-host
+  assignment changes; hosts restart at the start of the earliest epoch in progress (exactness for
+  that epoch is lost, which is logged).
   """
   rows = np.asarray(record['positions'], np.int64).reshape(-1, 2)
   if len(rows) == process_count:
     return tuple(int(v) for v in rows[process_index])
   if host_split == 'records' and record.get('host_split') == 'records':
-    return tuple(int(v) for v in rows[0])
+    return max(tuple(int(v) for v in row) for row in rows)
   epoch = int(rows[:, 0].min())
   logging.warning('The checkpoint was written by %d processes and this run has %d; with '
                   "data.host_split='files' hosts restart at the beginning of epoch %d.",

@@ -110,6 +110,28 @@ def test_pretraining_skips_and_counts_bad_records_and_resumes_past_them(files):
       np.testing.assert_array_equal(batch[key], expected[key], err_msg=key)
 
 
+@pytest.mark.parametrize('process_index', [0, 1])
+def test_records_split_resumes_exactly_after_a_skipped_record(files, process_index):
+  """host_split='records' on 2 hosts: a bad record makes a host batch take a record of the next
+  global batch; resuming from any batch's position (epoch 0 and 1) continues that host's stream
+  exactly."""
+  def host_stream(start=(0, 0)):
+    cfg = _cfg(files, max_bad_fraction=0.5, host_split='records')
+    return pipeline.make_pretrain_iterator(
+        cfg, plan_lib.simple_plan('cvrl_pair', 2, **CROP), global_batch_size=4, seed=0,
+        start_position=start, process_index=process_index, process_count=2)
+  uninterrupted = host_stream()
+  batches = [next(uninterrupted) for _ in range(6)]
+  assert uninterrupted.checks.skipped  # this host met bad records
+  assert {int(b['position'][0]) for b in batches} == {0, 1}
+  for k in range(1, 5):
+    resumed = host_stream(tuple(batches[k]['position']))
+    for expected in batches[k + 1:]:
+      batch = next(resumed)
+      for key in expected:
+        np.testing.assert_array_equal(batch[key], expected[key], err_msg=f'after {k}: {key}')
+
+
 def test_pretraining_stops_past_max_bad_fraction_naming_the_worst_file(files):
   mixed, _ = files
   # 3 of 12 records are bad; 0.1 of an epoch allows 1.2: the second bad record stops the run.

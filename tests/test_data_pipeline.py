@@ -196,9 +196,10 @@ def test_records_split_global_batch_is_identical_for_any_host_count(flat_files):
     parts = [hosts[h][step] for h in range(2)]
     for key in ('video', 'label', 'key'):
       np.testing.assert_array_equal(np.concatenate([p[key] for p in parts]), whole[key])
-    for part in parts:
-      np.testing.assert_array_equal(part['position'], whole['position'])
-  # Two hosts resume from the shared position and still rebuild the 1-host batches.
+    # Each host's position is after its own last record: the last host's ends the global batch.
+    np.testing.assert_array_equal(parts[-1]['position'], whole['position'])
+    assert tuple(parts[0]['position']) < tuple(whole['position'])
+  # Two hosts resume from the global batch's end and still rebuild the 1-host batches.
   resumed = [_pretrain(cfg, 2, batch=4, hosts=(h, 2), start=tuple(single[1]['position']))
              for h in range(2)]
   for step in range(2):

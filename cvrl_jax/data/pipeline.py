@@ -97,8 +97,10 @@ def make_pretrain_dataset(data_cfg, plan: plan_lib.ClipPlan, *, global_batch_siz
                                  num_epochs=None, shuffle=True,
                                  shuffle_buffer=data_cfg.shuffle_buffer)
   if data_cfg.host_split == 'records':
-    stream = stream_lib.keep_host_slice(stream, global_batch=global_batch_size,
-                                        host_batch=host_batch, process_index=process_index)
+    stream = stream_lib.keep_host_slice(
+        stream, global_batch=global_batch_size, host_batch=host_batch,
+        process_index=process_index,
+        start_count=stream_lib.start_count(source, start_position, process_index))
   else:
     stream = stream.map(lambda ex: dict(ex, position=tf.stack([ex['epoch'], ex['index'] + 1])))
   views_fn, shape = clips.plan_views_fn(plan, jpeg=source.jpeg)
@@ -223,8 +225,10 @@ def make_eval_dataset(data_cfg, *, split: str, mode: str, global_batch_size: int
   stream = stream_lib.with_padding(stream) if num_epochs is not None else stream.map(
       lambda ex: dict(ex, valid=tf.constant(True)))
   if d.host_split == 'records':
-    stream = stream_lib.keep_host_slice(stream, global_batch=global_batch_size,
-                                        host_batch=host_batch, process_index=process_index)
+    stream = stream_lib.keep_host_slice(
+        stream, global_batch=global_batch_size, host_batch=host_batch,
+        process_index=process_index,
+        start_count=stream_lib.start_count(source, start_position, process_index))
     if num_epochs is not None:
       stream = stream.map(lambda ex: {k: v for k, v in ex.items() if k != 'position'})
   elif num_epochs is None:  # endless: this host's own position, as in pretraining

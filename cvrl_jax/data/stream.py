@@ -68,29 +68,34 @@ def end_position(batch: Mapping[str, tf.Tensor]) -> tf.Tensor:
 
 
 def keep_host_slice(stream: tf.data.Dataset, *, global_batch: int, host_batch: int,
-                    process_index: int) -> tf.data.Dataset:
-  """'records' split: host h keeps its slice of each global batch, before any parsing.
+                    process_index: int, start_count: int = 0) -> tf.data.Dataset:
+  """'records' split: host h keeps the records of slots [h * host_batch, (h + 1) * host_batch) of
+  each global batch, before any parsing.
 
-  Other hosts' records are blanked before batching, so the global batch costs little memory.
-  Every kept element carries 'position', the stream position after its global batch.
+  A record's slot is its place in the global batch counted from the start of the run's stream
+  (`start_count`: records before the stream's first element, `start_count()`), so a stream
+  resumed at any record position deals out the same slots. Every kept element carries
+  'position', its own (epoch, index + 1): a host batch's position is that of its last record,
+  which stays exact when a bad record was dropped and the batch took one more from the next
+  global batch. With padding ('valid'), the stream ends at the first global batch of padding only.
   """
   lo, hi = process_index * host_batch, (process_index + 1) * host_batch
-
-  def blank_others(n, ex):
-    slot = n % global_batch
-    mine = tf.logical_and(slot >= lo, slot < hi)
-    return dict(ex, record=tf.where(mine, ex['record'], ''))
-
-  batches = stream.enumerate().map(blank_others).batch(global_batch, drop_remainder=True)
+  slot = lambda n: (n + start_count) % global_batch
+  numbered = stream.enumerate()
   if 'valid' in stream.element_spec:
-    batches = batches.take_while(lambda batch: batch['valid'][0])
+    numbered = numbered.take_while(
+        lambda n, ex: tf.logical_or(ex['valid'], slot(n) != 0))
+  mine = numbered.filter(lambda n, ex: tf.logical_and(slot(n) >= lo, slot(n) < hi))
+  return mine.map(lambda n, ex: dict(ex, position=tf.stack([ex['epoch'], ex['index'] + 1])))
 
-  def host_part(batch):
-    part = {k: v[lo:hi] for k, v in batch.items()}
-    part['position'] = tf.tile(end_position(batch)[None], [host_batch, 1])
-    return tf.data.Dataset.from_tensor_slices(part)
 
-  return batches.flat_map(host_part)
+def start_count(source, start_position: Sequence[int], process_index: int) -> int:
+  """Records of the global stream before `start_position` (epoch, consumed): the slot origin of
+  a resumed 'records' split (every host reads every record, so epochs have equal lengths)."""
+  epoch, consumed = (int(v) for v in start_position)
+  if epoch == 0:
+    return consumed
+  return epoch * source.host_counts(1)[process_index] + consumed
 
 
 def key_fn(host_split: str, process_index: int, process_count: int):

@@ -13,6 +13,11 @@ QUIET_NATIVE_ENV = {
     'TF_CPP_MIN_LOG_LEVEL': '2',  # "cpu_feature_guard ... optimized to use available CPU ..."
     'GRPC_VERBOSITY': 'ERROR',  # gRPC's start-up lines of multi-host runs
 }
+# Set at every verbosity: TensorFlow only decodes, crops and resizes frames here, where its
+# oneDNN custom ops (matmuls, convolutions) have nothing to do, and it turns them on only on some
+# CPUs (AVX-512 BF16 / AMX), printing two lines through absl that TF_CPP_MIN_LOG_LEVEL does not
+# silence. Off, the host pipeline runs the same kernels on every x86 CPU.
+HOST_TENSORFLOW_ENV = {'TF_ENABLE_ONEDNN_OPTS': '0'}
 
 
 def verbosity_from_argv(argv: Sequence[str]) -> int:
@@ -36,7 +41,10 @@ def verbosity_from_argv(argv: Sequence[str]) -> int:
 def quiet_native_logs(verbosity: int = 0) -> None:
   """Silences the INFO and WARNING start-up lines of TensorFlow's, XLA's and gRPC's C++ code
   (and absl's "All log messages before absl::InitializeLog()" that precedes them) unless
-  verbosity >= 1. Must run before TensorFlow or JAX loads; variables the user set win."""
+  verbosity >= 1, and turns TensorFlow's oneDNN custom ops off at every verbosity
+  (HOST_TENSORFLOW_ENV). Must run before TensorFlow or JAX loads; variables the user set win."""
+  for name, value in HOST_TENSORFLOW_ENV.items():
+    os.environ.setdefault(name, value)
   if verbosity >= 1:
     return
   for name, value in QUIET_NATIVE_ENV.items():

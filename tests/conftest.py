@@ -10,6 +10,7 @@ import tempfile
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")  # as the entry points set it (startup.py)
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 # Many tests build the same tiny network in a new closure (jax.jit's in-memory cache misses it) and
 # many start commands that compile the same train step: with one on-disk cache for this process

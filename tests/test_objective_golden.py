@@ -6,8 +6,8 @@ that the contract provably changes nothing that works.
 The figures in tests/golden/objectives.json were written by this file with
 CVRL_WRITE_GOLDEN=1 on the code before the change; a change that moves them is a change of
 behaviour, not a refactoring. The host part (which frames, which crops) must match exactly; the
-device part to float32 rounding (rtol 1e-5: XLA may fuse the same program differently; the
-gradient norm 1e-2, GRAD_NORM_RTOL).
+device part to float32 rounding (rtol 1e-5 at step 0: XLA may fuse the same program differently;
+looser after the first update, STEP_RTOL).
 
 Tiny: R3D-18 at 1/8 width, 2 frames of 16 x 16, 8 videos a step, 8 fake devices.
 """
@@ -35,11 +35,13 @@ LENGTHS = [5, 9, 12, 20, 33, 40, 14, 26, 7, 18, 3, 11]
 HEIGHT, WIDTH = 24, 32
 BATCH, FRAMES, SIZE = 8, 2, 16
 NUM_STEPS, STEPS_PER_EPOCH = 10, 5.0
-# The gradient norm of this tiny network (2 x 16 x 16 inputs, 1/8 width) is ~1000 and made of a
-# few large BatchNorm-backward terms whose float32 sums follow the CPU's vector width: on an AMD
-# EPYC VM it moved by up to 2.2e-3 relative from the figures recorded on an earlier VM (step 1,
-# after an update; 2e-5 at step 0) while every loss and metric held to 1e-5.
-GRAD_NORM_RTOL = 1e-2
+# Relative tolerance of the device figures per step, {metric: rtol} with a default. Step 0 is
+# float32 rounding; its gradient norm (~1000, a few large BatchNorm-backward terms whose float32
+# sums follow the CPU's vector width) moved by 2e-5 on an AMD EPYC VM from the figures recorded on
+# an earlier VM. Step 1 comes after an SGD update of that size, which amplifies the rounding: up
+# to 5e-4 (contrastive entropy) and 1.5e-2 (gradient norm, ~54 there) between runs on two VMs. A
+# change of behaviour moves step 0 by far more.
+STEP_RTOL = ({'default': 1e-5, 'grad_norm': 1e-4}, {'default': 5e-3, 'grad_norm': 5e-2})
 # name -> (objective name, rho or None)
 CASES = {
     'cvrl': ('cvrl', None),
@@ -173,5 +175,6 @@ def test_objective_figures_match_the_golden_ones(case, files, golden):
   for s, (got_step, want_step) in enumerate(zip(got['steps'], want['steps'])):
     assert set(got_step) == set(want_step), (case, s)
     for name, value in want_step.items():
-      np.testing.assert_allclose(got_step[name], value, rtol=GRAD_NORM_RTOL if name == 'grad_norm'
-                                 else 1e-5, atol=1e-7, err_msg=f'{case} step {s} {name}')
+      rtol = STEP_RTOL[s].get(name, STEP_RTOL[s]['default'])
+      np.testing.assert_allclose(got_step[name], value, rtol=rtol, atol=1e-7,
+                                 err_msg=f'{case} step {s} {name}')

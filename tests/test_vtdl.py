@@ -160,17 +160,20 @@ def _videos(rng):
 
 
 def test_a_short_run_lowers_the_loss_below_the_untrained_network():
-  """Twelve steps on a stream of new videos, once with Adam and once at learning rate 0 (same
-  queue and EMA dynamics): training must end with the lower loss. (The loss of one run is not
-  monotone: the queue starts as random unit vectors and fills with real, similar keys.)"""
+  """24 steps on a stream of new videos, once with Adam and once at learning rate 0 (same queue
+  and EMA dynamics): the second half's mean loss must be lower when training. (The loss of one
+  run is not monotone and swings by 2x between batches: the queue starts as random unit vectors
+  and fills with real, similar keys; 12 steps and the last 4 left too small a margin, 0.14 on
+  one VM.)"""
   # A key encoder that follows within the run (at 0.999 it stays the initial network for 12
   # steps, and any update of the online one moves the queries away from their keys).
   objective = build_objective(tiny_config(momentum=0.5))
   init_rng = np.random.default_rng(2)
   params0, batch_stats0, aux0 = jax.jit(objective.init)(jax.random.key(0), _videos(init_rng))
-  trained, frozen = lib.lr_scaled_losses(objective, (params0, batch_stats0, aux0), _videos, BATCH)
+  trained, frozen = lib.lr_scaled_losses(objective, (params0, batch_stats0, aux0), _videos, BATCH,
+                                         num_steps=24)
   assert trained[0] == pytest.approx(frozen[0], rel=1e-6)
-  assert np.mean(trained[-4:]) < np.mean(frozen[-4:]) - 0.3, (trained, frozen)
+  assert np.mean(trained[12:]) < np.mean(frozen[12:]) - 0.3, (trained, frozen)
 
 
 def test_pipeline_cuts_anchor_and_positive_at_one_start_and_the_negative_elsewhere(tmp_path):

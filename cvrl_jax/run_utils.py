@@ -1,6 +1,7 @@
 """What every job (pretraining and evaluation) shares about a run: its train state, the stop
 signal, progress lines and the JSON files it writes. No job imports another job's module for
 these."""
+import json
 import os
 import signal
 import threading
@@ -9,6 +10,7 @@ from typing import Any, Mapping
 from absl import logging
 import flax
 import jax
+import numpy as np
 from jax.experimental import multihost_utils
 
 from cvrl_jax import paths
@@ -94,6 +96,20 @@ def write_json(path: str, obj: Any) -> None:
   """Process 0 writes `obj` whole (a reader never sees half a file); `path` may be a URL."""
   if jax.process_index() == 0:
     paths.write_json(path, obj)
+
+
+def allgather_json(obj: Any) -> list:
+  """Every process's JSON-serialisable `obj`, in process order, on every process (a collective:
+  all processes call it at the same point)."""
+  if jax.process_count() == 1:
+    return [obj]
+  data = np.frombuffer(json.dumps(obj).encode('utf-8'), np.uint8)
+  lengths = np.asarray(multihost_utils.process_allgather(np.asarray([data.size], np.int64)))
+  lengths = lengths.reshape(-1)
+  padded = np.zeros(int(lengths.max()), np.uint8)
+  padded[:data.size] = data
+  rows = np.asarray(multihost_utils.process_allgather(padded)).reshape(len(lengths), -1)
+  return [json.loads(bytes(row[:n]).decode('utf-8')) for row, n in zip(rows, lengths)]
 
 
 def pid_alive(pid: int) -> bool:

@@ -30,6 +30,7 @@ from cvrl_jax import run_utils
 from cvrl_jax import sharding
 from cvrl_jax import workdir as workdir_lib
 from cvrl_jax.data import pipeline
+from cvrl_jax.data import records as records_lib
 from cvrl_jax.data import sources
 from cvrl_jax.objectives import build_objective
 from cvrl_jax.run_utils import NonFiniteLossError, TrainState
@@ -54,7 +55,7 @@ def _import(target: str) -> Callable[..., Any]:
   return getattr(importlib.import_module(module), name)
 
 
-SKIPPED_RECORDS = 'skipped_records'  # in a checkpoint's data record (data/records.py)
+SKIPPED_RECORDS = 'skipped_records'  # every host's, in a checkpoint's data record (data/records.py)
 
 
 def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict[str, float]:
@@ -147,8 +148,9 @@ def _pretrain_locked(config: ml_collections.ConfigDict, workdir: str,
   train_iter = pipeline.make_pretrain_iterator(
       config.data, plan, global_batch_size=config.batch_size, seed=config.seed,
       start_position=start_position)
-  if restored is not None and is_chief:  # the records skipped before it (process 0's: results)
-    train_iter.checks.restore(record.get(SKIPPED_RECORDS))
+  if restored is not None:  # the records this host skipped before it
+    train_iter.checks.restore(records_lib.host_skip_state(
+        record.get(SKIPPED_RECORDS), jax.process_index(), jax.process_count()))
   if first_step == 0:
     parameter_overview.log_parameter_overview(
         state.params, include_stats=jax.process_count() == 1, msg='Trainable parameters:')
@@ -247,7 +249,7 @@ def _pretrain_locked(config: ml_collections.ConfigDict, workdir: str,
           logging.info('step %d | %s', step, ' | '.join(f'{k} {v:.4g}' for k, v in values.items()))
       if save_now:
         ckpt.save(step, state, position, config.data.host_split,
-                  extra={SKIPPED_RECORDS: train_iter.checks.state()})
+                  extra={SKIPPED_RECORDS: run_utils.allgather_json(train_iter.checks.state())})
         last_saved = step
       if preempted and not is_last:
         ckpt.wait()
@@ -266,7 +268,8 @@ def _pretrain_locked(config: ml_collections.ConfigDict, workdir: str,
   # --------------------------------------------------------------------------------------------
   final_step = int(jax.device_get(state.step))
   results = dict(summary, step=final_step, num_train_steps=num_steps, finished=not stopped_early)
-  results.update(train_iter.checks.summary())  # undecodable records skipped (data/records.py)
+  # Undecodable records every host skipped (data/records.py).
+  results.update(records_lib.skip_summary(run_utils.allgather_json(train_iter.checks.state())))
   run_utils.write_json(paths.join(workdir, 'results.json'), results)
   if not stopped_early:
     logging.info('Finished %d steps; results in %s.', final_step,

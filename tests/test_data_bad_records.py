@@ -282,3 +282,22 @@ def test_a_file_removed_while_it_is_read_is_one_sentence(tmp_path):
   message = str(error.value)
   assert message.startswith(f"Cannot read data pattern '{path}'") and path in message
   assert '{{' not in message and '[[' not in message and '\n' not in message
+
+
+def test_every_hosts_skips_reach_the_summary_and_each_host_resumes_its_own():
+  """The checkpoint holds every host's SkipCounter state (trainer: run_utils.allgather_json);
+  results.json's summary covers them all, and a resumed host takes back its own (an older
+  checkpoint's single dict is process 0's; a new host count merges the lists into process 0)."""
+  host0 = {'read': 10, 'skipped': [['a.tfrecord', 2], ['a.tfrecord', 5]]}
+  host1 = {'read': 9, 'skipped': [['b.tfrecord', 1], ['a.tfrecord', 2]]}
+  summary = records.skip_summary([host0, host1])
+  assert summary['num_skipped_records'] == 4
+  assert summary['skipped_records'] == [{'file': 'a.tfrecord', 'record': 2},
+                                        {'file': 'a.tfrecord', 'record': 5},
+                                        {'file': 'b.tfrecord', 'record': 1}]
+  assert records.host_skip_state([host0, host1], 1, 2) == host1
+  assert records.host_skip_state(host0, 0, 1) == host0  # before every host's was saved
+  merged = records.host_skip_state([host0, host1], 0, 1)
+  assert merged['read'] == 19 and len(merged['skipped']) == 4
+  assert records.host_skip_state([host0, host1], 1, 4) is None
+  assert records.host_skip_state(None, 0, 2) is None

@@ -29,8 +29,10 @@ def test_two_processes_give_the_single_process_losses(env, tmp_path_factory):
   compared = range(1, lib.CHECKPOINT_EVERY + 1)
   np.testing.assert_allclose(lib.losses(multi, compared), lib.losses(single, compared), rtol=5e-5)
   assert np.all(np.isfinite(lib.losses(multi, range(1, lib.NUM_STEPS + 1))))
-  # Each process saved its own data position: 6 batches of 16 = the 64-video epoch 0 + 32.
+  # Each process saved its own data position, after its own last record: 6 global batches of 16
+  # = the 64-video epoch 0 + 32 records of epoch 1, of which process 0 took slots 0-7 of each.
   manager = ocp.CheckpointManager(os.path.join(multi, 'checkpoints'), item_names=('state', 'data'))
   record = manager.restore(lib.NUM_STEPS, args=ocp.args.Composite(data=ocp.args.JsonRestore()))
   manager.close()
-  assert record['data']['positions'] == [[1, 32], [1, 32]]
+  assert record['data']['positions'] == [[1, 24], [1, 32]]
+  assert record['data']['skipped_records'] == [{'read': 48, 'skipped': []}] * 2  # every host's

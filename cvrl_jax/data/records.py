@@ -19,9 +19,7 @@ Every raw element carries 'file' (the TFRecord file it was read from, or the TFD
 from __future__ import annotations
 
 import collections
-import os
 import re
-from typing import Mapping
 
 from absl import logging
 import numpy as np
@@ -183,11 +181,33 @@ class SkipCounter:
       self.skipped = [(str(p), int(i)) for p, i in state['skipped']]
 
   def summary(self) -> dict:
-    """For results.json: each skipped record once as {'file', 'record'}, in the order first met,
-    and how many times records were skipped (a bad record is skipped again every epoch)."""
-    distinct = dict.fromkeys(self.skipped)
-    return {'num_skipped_records': len(self.skipped),
-            'skipped_records': [{'file': p, 'record': i} for p, i in distinct]}
+    """This host's `skip_summary`."""
+    return skip_summary([self.state()])
+
+
+def skip_summary(states) -> dict:
+  """For results.json, from SkipCounter states (one per host, `state()`): each skipped record once
+  as {'file', 'record'}, in the order first met (host by host), and how many times records were
+  skipped (a bad record is skipped again every epoch)."""
+  skipped = [(str(p), int(i)) for state in states for p, i in state['skipped']]
+  return {'num_skipped_records': len(skipped),
+          'skipped_records': [{'file': p, 'record': i} for p, i in dict.fromkeys(skipped)]}
+
+
+def host_skip_state(saved, process_index: int, process_count: int) -> dict | None:
+  """This host's SkipCounter state from a checkpoint's record of every host's (a list; an older
+  checkpoint holds process 0's alone, a dict). With another process count the hosts' lists are
+  merged into process 0's, so the run's summary still names every record skipped before."""
+  if not saved:
+    return None
+  if isinstance(saved, dict):
+    saved = [saved]
+  if len(saved) == process_count:
+    return saved[process_index]
+  if process_index != 0:
+    return None
+  return {'read': sum(int(s['read']) for s in saved),
+          'skipped': [pair for s in saved for pair in s['skipped']]}
 
 
 def labels_per_folder(files) -> dict[str, int]:

@@ -222,6 +222,40 @@ def test_each_term_reaches_the_weights_of_the_passes_it_uses(trainer):
   assert on('joint_mep', *everything) and on('correspondence', *everything), reached
 
 
+def test_the_joint_pass_pairs_each_video_with_its_drawn_audio_and_labels_the_pair(trainer):
+  objective = trainer['objective']
+  inputs = _inputs(objective, seed=2)
+  variables = trainer['host']
+  key = jax.random.key(3)
+
+  @jax.jit
+  def forward():
+    terms = objective.terms(variables['params'], variables['batch_stats'], inputs, key,
+                            train=False)[0]
+    draws = objective.draws(inputs['keys'])
+    spec = objective.spectrograms(inputs['audio'], key, train=False)
+    masks = {m: draws[f'mask_{m}'] for m in avbert.MODALITIES}
+    run = lambda partners: objective.network.apply(variables, inputs['clips'], spec, masks,
+                                                   partners, train=False)
+    return terms['correspondence'], draws, run(draws['partners']), run(jnp.arange(8))
+
+  correspondence, draws, paired, own = jax.device_get(forward())
+  matched = np.asarray(draws['matched'])
+  assert 0 < matched.sum() < 8  # both kinds in this batch
+  np.testing.assert_array_equal(draws['partners'], np.where(matched, np.arange(8),
+                                                            (np.arange(8) + 1) % 8))
+  logits = paired['correspondence'].astype(np.float64)
+  want = np.mean(np.logaddexp(0.0, logits) - matched * logits)  # label 1: the video's own audio
+  assert float(correspondence) == pytest.approx(want, rel=1e-5)
+  for name in ('visual', 'audio'):  # the modality passes do not depend on the pairing
+    np.testing.assert_allclose(paired[name], own[name], rtol=1e-6, atol=1e-6)
+  # The joint pass of a matched row is bitwise the unpaired one; a mismatched row's changes
+  # (little at initialisation, where the audio embeddings of the rows are close).
+  for name in ('joint_visual', 'joint_audio', 'correspondence'):
+    change = np.abs(paired[name] - own[name]).reshape(8, -1).max(axis=1)
+    assert np.all(change[matched] == 0) and np.all(change[~matched] > 0), (name, change)
+
+
 def test_target_stop_gradient_cuts_the_gradient_into_the_targets():
   rng = np.random.default_rng(4)
   pred, targets = (jnp.asarray(rng.normal(size=(3, 4, 6)), jnp.float32) for _ in range(2))

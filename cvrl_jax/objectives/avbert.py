@@ -192,6 +192,36 @@ def _positive(oc, key: str, cast=float):
   return value
 
 
+def _audio_cnn(oc, model_cfg) -> audio_resnet.AudioResNet:
+  """The audio CNN of config.objective: separable first two stages, every stage strided 2."""
+  block_counts = tuple(int(n) for n in oc.audio_block_counts)
+  if not block_counts or min(block_counts) < 1:
+    raise ValueError(f'config.objective.audio_block_counts must be positive block counts per '
+                     f'stage, got {tuple(oc.audio_block_counts)}')
+  return audio_resnet.AudioResNet(
+      base_width=_positive(oc, 'audio_base_width', int), block_counts=block_counts,
+      stage_strides=(2,) * len(block_counts),
+      separable_stages=tuple(i < 2 for i in range(len(block_counts))),
+      bn_epsilon=model_cfg.bn_epsilon, dtype=resnet3d.DTYPES[model_cfg.dtype])
+
+
+def _transformer(oc, num_clips: int) -> av_transformer.MultimodalTransformer:
+  """The shared multimodal Transformer of config.objective (sequences of num_clips clips)."""
+  hidden = _positive(oc, 'hidden_size', int)
+  dropout = float(oc.dropout)
+  if not 0.0 <= dropout < 1.0:
+    raise ValueError(f'config.objective.dropout must be in [0, 1), got {oc.dropout!r}')
+  transformer = av_transformer.MultimodalTransformer(
+      hidden_size=hidden, num_heads=_positive(oc, 'num_heads', int),
+      ffn_size=_positive(oc, 'ffn_size', int), num_layers=_positive(oc, 'num_layers', int),
+      rank=_positive(oc, 'rank', int), max_clips=num_clips, hidden_dropout=dropout,
+      attention_dropout=dropout)
+  if hidden % transformer.num_heads or transformer.rank > hidden:
+    raise ValueError(f'config.objective.hidden_size={hidden} must be a multiple of num_heads='
+                     f'{transformer.num_heads} and at least rank={transformer.rank}')
+  return transformer
+
+
 class AVBERT(base.Objective):
   """Masked-embedding prediction with content-aware negatives plus audio-visual correspondence.
 
@@ -204,6 +234,24 @@ class AVBERT(base.Objective):
 
   def __init__(self, config: ml_collections.ConfigDict):
     oc = config.objective
+    self._read_loss_keys(oc, config.batch_size)
+    self._read_audio_keys(oc)
+    policy = augment.get_policy(oc.augment_policy)
+    view = plan_lib.ViewSpec(oc.augment_policy, num_frames=_positive(oc, 'clip_frames', int),
+                             stride=_positive(oc, 'clip_stride', int),
+                             crop_area_range=policy.crop_area_range,
+                             crop_aspect_range=policy.crop_aspect_range)
+    self.plan = plan_lib.ClipPlan(
+        sampler='spread', views=(view,) * self.num_clips,
+        sampler_params={'max_span': int(oc.max_span)},
+        audio=plan_lib.AudioSpec(self.audio_samples, self.mel['sample_rate']))
+    transformer = _transformer(oc, self.num_clips)
+    self.network = AVBERTNetwork(backbone=models.build_backbone(config.model),
+                                 audio_cnn=_audio_cnn(oc, config.model), transformer=transformer,
+                                 hidden_size=transformer.hidden_size)
+
+  def _read_loss_keys(self, oc, batch_size: int) -> None:
+    """The sequence, masking, negatives, temperatures and weights, validated."""
     self.num_clips = _positive(oc, 'num_clips', int)
     if self.num_clips < 2:
       raise ValueError(f'config.objective.num_clips must be at least 2 (a masked clip needs '
@@ -218,64 +266,35 @@ class AVBERT(base.Objective):
     self.temperature = _positive(oc, 'temperature')
     self.sampling_temperature = _positive(oc, 'sampling_temperature')
     self.num_negatives = _positive(oc, 'num_negatives', int)
-    candidates = config.batch_size * self.num_clips
+    candidates = batch_size * self.num_clips
     if self.num_negatives >= candidates:
       raise ValueError(f'config.objective.num_negatives={self.num_negatives} must be below the '
                        f'{candidates} clips of a global batch (batch_size x num_clips)')
-    if config.batch_size < 2:
+    if batch_size < 2:
       raise ValueError(f'AVBERT pairs audio with another example of the batch: batch_size must '
-                       f'be at least 2, got {config.batch_size}')
+                       f'be at least 2, got {batch_size}')
     self.weights = {term: float(oc[f'{term}_weight']) for term in TERMS}
     for term, weight in self.weights.items():
       if weight < 0:
         raise ValueError(f'config.objective.{term}_weight must be >= 0, got {weight}')
-    if not 0.0 <= float(oc.spec_augment_rate) < 1.0:
+    self.target_stop_gradient = bool(oc.target_stop_gradient)
+
+  def _read_audio_keys(self, oc) -> None:
+    """The audio window, its log-mel settings and SpecAugment, validated."""
+    self.spec_augment_rate = float(oc.spec_augment_rate)
+    if not 0.0 <= self.spec_augment_rate < 1.0:
       raise ValueError(f'config.objective.spec_augment_rate must be in [0, 1), got '
                        f'{oc.spec_augment_rate!r}')
-    self.spec_augment_rate = float(oc.spec_augment_rate)
-    self.target_stop_gradient = bool(oc.target_stop_gradient)
-    self.mel = dict(sample_rate=_positive(oc, 'sample_rate', int), n_fft=_positive(oc, 'n_fft', int),
-                    hop_length=_positive(oc, 'hop_length', int), n_mels=_positive(oc, 'n_mels', int))
+    self.mel = {key: _positive(oc, key, int)
+                for key in ('sample_rate', 'n_fft', 'hop_length', 'n_mels')}
     try:
       audio_lib.check_parameters(fmin=0.0, fmax=None, **self.mel)
     except ValueError as e:
       raise ValueError(f'config.objective audio settings: {e}') from None
-    audio_samples = _positive(oc, 'audio_samples', int)
-    if audio_samples <= self.mel['n_fft'] // 2:
-      raise ValueError(f'config.objective.audio_samples={audio_samples} is too short for '
+    self.audio_samples = _positive(oc, 'audio_samples', int)
+    if self.audio_samples <= self.mel['n_fft'] // 2:
+      raise ValueError(f'config.objective.audio_samples={self.audio_samples} is too short for '
                        f'n_fft={self.mel["n_fft"]} (needs more than n_fft / 2)')
-    policy = augment.get_policy(oc.augment_policy)
-    view = plan_lib.ViewSpec(oc.augment_policy, num_frames=_positive(oc, 'clip_frames', int),
-                             stride=_positive(oc, 'clip_stride', int),
-                             crop_area_range=policy.crop_area_range,
-                             crop_aspect_range=policy.crop_aspect_range)
-    self.plan = plan_lib.ClipPlan(
-        sampler='spread', views=(view,) * self.num_clips,
-        sampler_params={'max_span': int(oc.max_span)},
-        audio=plan_lib.AudioSpec(audio_samples, self.mel['sample_rate']))
-    hidden = _positive(oc, 'hidden_size', int)
-    dropout = float(oc.dropout)
-    if not 0.0 <= dropout < 1.0:
-      raise ValueError(f'config.objective.dropout must be in [0, 1), got {oc.dropout!r}')
-    block_counts = tuple(int(n) for n in oc.audio_block_counts)
-    if not block_counts or min(block_counts) < 1:
-      raise ValueError(f'config.objective.audio_block_counts must be positive block counts per '
-                       f'stage, got {tuple(oc.audio_block_counts)}')
-    audio_cnn = audio_resnet.AudioResNet(
-        base_width=_positive(oc, 'audio_base_width', int), block_counts=block_counts,
-        stage_strides=(2,) * len(block_counts),
-        separable_stages=tuple(i < 2 for i in range(len(block_counts))),
-        bn_epsilon=config.model.bn_epsilon, dtype=resnet3d.DTYPES[config.model.dtype])
-    transformer = av_transformer.MultimodalTransformer(
-        hidden_size=hidden, num_heads=_positive(oc, 'num_heads', int),
-        ffn_size=_positive(oc, 'ffn_size', int), num_layers=_positive(oc, 'num_layers', int),
-        rank=_positive(oc, 'rank', int), max_clips=self.num_clips, hidden_dropout=dropout,
-        attention_dropout=dropout)
-    if hidden % transformer.num_heads or transformer.rank > hidden:
-      raise ValueError(f'config.objective.hidden_size={hidden} must be a multiple of num_heads='
-                       f'{transformer.num_heads} and at least rank={transformer.rank}')
-    self.network = AVBERTNetwork(backbone=models.build_backbone(config.model),
-                                 audio_cnn=audio_cnn, transformer=transformer, hidden_size=hidden)
 
   # -- inputs ------------------------------------------------------------------------------------
   def spectrograms(self, waveforms: jax.Array, rng, train: bool) -> jax.Array:

@@ -23,6 +23,7 @@ REGISTRY: Dict[str, str] = {
     'vtdl': 'cvrl_jax.objectives.vtdl:VTDL',
     'cate': 'cvrl_jax.objectives.cate:CATE',
     'cep': 'cvrl_jax.objectives.cep:CEP',
+    'avbert': 'cvrl_jax.objectives.avbert:AVBERT',
 }
 # config.objective keys that replace a field of the objective's clip plan when not empty:
 # augment_policies (one name per view), crop_area_range and crop_aspect_range (every view).

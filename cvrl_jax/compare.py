@@ -43,11 +43,14 @@ PRETEXT_METHODS = ('vcop', 'shuffle_learn', 'opn', 'odd_one_out', 'order_transfo
 # Temporal contrastive methods (docs/recipes/temporal.md): like the pretext tasks, their clip
 # plans and heads come from configs/<method>_demo.py.
 TEMPORAL_METHODS = ('vtdl', 'cate', 'cep')
-METHODS = ('cvrl',) + RHO_METHODS + PRETEXT_METHODS + TEMPORAL_METHODS
+# Methods that also learn from the sound (docs/recipes/avbert.md): the demo videos are then written
+# with their sound track (the same frames); the table evaluates their visual backbone.
+AUDIO_METHODS = ('avbert',)
+METHODS = ('cvrl',) + RHO_METHODS + PRETEXT_METHODS + TEMPORAL_METHODS + AUDIO_METHODS
 NAMES = {'cvrl': 'CVRL', 'rho_simclr': 'ρSimCLR', 'rho_moco': 'ρMoCo', 'rho_byol': 'ρBYOL',
          'rho_swav': 'ρSwAV', 'vcop': 'VCOP', 'shuffle_learn': 'Shuffle & Learn', 'opn': 'OPN',
          'odd_one_out': 'Odd-One-Out', 'order_transform': 'order + transform', 'vtdl': 'VTDL',
-         'cate': 'CATE', 'cep': 'CEP'}
+         'cate': 'CATE', 'cep': 'CEP', 'avbert': 'AVBERT'}
 RESULTS_FILE = 'results.json'
 
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Folder for every run and the table.')
@@ -252,12 +255,27 @@ def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
   return '\n'.join(lines)
 
 
-def ensure_demo_data(data_dir: str) -> None:
-  if paths.glob(paths.join(data_dir, 'train-*-of-*.tfrecord')):
+def _has_sound(shard: str) -> bool:
+  import tensorflow as tf  # pylint: disable=g-import-not-at-top
+  from cvrl_jax.data import dmvr  # pylint: disable=g-import-not-at-top
+  for raw in tf.data.TFRecordDataset(shard).take(1):
+    example = tf.train.SequenceExample.FromString(raw.numpy())
+    return dmvr.AUDIO_KEY in example.feature_lists.feature_list
+  return False
+
+
+def ensure_demo_data(data_dir: str, *, audio: bool = False) -> None:
+  """Writes the demo videos to `data_dir` unless they are there (with their sound if `audio`)."""
+  shards = sorted(paths.glob(paths.join(data_dir, 'train-*-of-*.tfrecord')))
+  if shards:
+    if audio and not _has_sound(shards[0]):
+      raise ValueError(f'the demo videos in {data_dir} have no sound, which '
+                       f'{", ".join(AUDIO_METHODS)} needs: pass --data_dir=NEW_FOLDER (they are '
+                       'written there with sound, the same frames) or leave those methods out.')
     return
   from cvrl_jax.data import demo  # pylint: disable=g-import-not-at-top
-  logging.info('Writing the demo videos to %s.', data_dir)
-  demo.make_demo_dataset(data_dir)
+  logging.info('Writing the demo videos%s to %s.', ' with sound' * audio, data_dir)
+  demo.make_demo_dataset(data_dir, audio=audio)
 
 
 def main(argv: Sequence[str]) -> None:
@@ -274,7 +292,10 @@ def main(argv: Sequence[str]) -> None:
     seeds = [int(seed) for seed in _SEEDS.value]
   except ValueError:
     raise app.UsageError(f'--seeds must be integers, got {_SEEDS.value}.') from None
-  ensure_demo_data(_DATA_DIR.value)
+  try:
+    ensure_demo_data(_DATA_DIR.value, audio=bool(set(_METHODS.value) & set(AUDIO_METHODS)))
+  except ValueError as e:
+    sys.exit(f'Error: {e}')
   start = time.time()
   runs: Dict[str, List[Dict[str, Any]]] = {}
   for seed in seeds:

@@ -15,12 +15,13 @@ def test_every_method_gets_the_same_budget_data_and_evaluation():
              for m in compare.METHODS}
   cvrl = configs['cvrl']
   assert cvrl.objective.name == 'cvrl'
-  assert len(compare.METHODS) == 13
+  assert len(compare.METHODS) == 14
   for method, config in configs.items():
     for key in ('batch_size', 'num_epochs', 'num_train_steps', 'seed', 'model', 'mesh', 'eval'):
       assert config[key] == cvrl[key], (method, key)
     assert (config.num_epochs, config.seed) == (4, 7)
-    if method in compare.PRETEXT_METHODS + compare.TEMPORAL_METHODS:  # its own clip plan; the same videos and test clips
+    if method in (compare.PRETEXT_METHODS + compare.TEMPORAL_METHODS
+                  + compare.AUDIO_METHODS):  # its own clip plan; the same videos and test clips
       assert config.objective.name == method
       for key, value in cvrl.data.items():
         if key.startswith('eval_') or key.endswith('_files') or key == 'num_classes':
@@ -65,3 +66,18 @@ def test_table_and_stale_workdir(tmp_path):
     json.dump(dict(config.to_dict(), num_epochs=5), f)
   with pytest.raises(ValueError, match='another num_epochs'):
     compare._check_same_run(config, str(tmp_path))
+
+
+def test_audio_methods_need_demo_videos_with_sound(tmp_path):
+  """AVBERT builds on the shared demo budget, and demo videos without sound are one sentence."""
+  from cvrl_jax.data import demo
+  from cvrl_jax.objectives import build_objective
+  config = compare.pretrain_config('avbert', str(tmp_path), rho=2, epochs=1, steps=0, seed=0)
+  objective = build_objective(config)
+  assert objective.plan.audio is not None
+  silent = str(tmp_path / 'silent')
+  demo.make_demo_dataset(silent, num_train=4, num_test=2, num_frames=4, num_train_shards=1,
+                         num_test_shards=1)
+  compare.ensure_demo_data(silent)  # there already: nothing written
+  with pytest.raises(ValueError, match='have no sound, which avbert needs'):
+    compare.ensure_demo_data(silent, audio=True)

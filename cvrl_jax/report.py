@@ -10,10 +10,8 @@
    centre-clip features (the kNN evaluation's neighbours), framed green when the neighbour has
    the query's class and red when not.
 
-  write_report(path, scalars=read_scalars(pretrain_dir), fractions=..., retrieval=...)
+  write_report(path, scalars=events.read_scalars(pretrain_dir), fractions=..., retrieval=...)
 """
-import glob
-import os
 from typing import Any, Dict, Mapping, Sequence, Tuple
 
 import numpy as np
@@ -23,26 +21,6 @@ PyTree = Any
 CURVES = (('train/loss', 'contrastive loss'),
           ('train/contrastive_accuracy', 'contrastive accuracy'),
           ('monitor/knn_top1', 'online kNN monitor: test top-1'))
-
-
-def read_scalars(logdir: str) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
-  """{tag: (steps, values)} of every scalar in the TensorBoard event files directly in `logdir`
-  (clu's SummaryWriter writes them as tensors; TF1's simple_value is read too). A step written
-  twice (a resumed run) keeps its last value."""
-  import tensorflow as tf  # pylint: disable=g-import-not-at-top
-  points: Dict[str, Dict[int, float]] = {}
-  for path in sorted(glob.glob(os.path.join(logdir, 'events.out.tfevents.*'))):
-    for event in tf.compat.v1.train.summary_iterator(path):
-      for value in event.summary.value:
-        if value.HasField('simple_value'):
-          number = float(value.simple_value)
-        elif value.HasField('tensor') and not value.tensor.tensor_shape.dim:
-          number = float(tf.make_ndarray(value.tensor))
-        else:
-          continue
-        points.setdefault(value.tag, {})[int(event.step)] = number
-  return {tag: (np.array(sorted(p)), np.array([p[s] for s in sorted(p)]))
-          for tag, p in points.items()}
 
 
 def centre_clip_frames_and_features(config, mesh, backbone, variables: PyTree, split: str

@@ -1,9 +1,10 @@
-"""The demo's report image (cvrl_jax/report.py): TensorBoard scalars read back, nearest training
+"""The demo's report image (cvrl_jax/report.py): TensorBoard scalars read back (cvrl_jax/events.py), nearest training
 videos, query choice, and the PNG itself."""
 import numpy as np
 from clu import metric_writers
 from PIL import Image
 
+from cvrl_jax import events
 from cvrl_jax import report
 
 
@@ -15,7 +16,7 @@ def test_read_scalars_reads_what_clu_writes(tmp_path):
   writer.write_scalars(20, {'train/loss': 7.25})  # a resumed run rewrites step 20: last wins
   writer.flush()
   writer.close()
-  scalars = report.read_scalars(str(tmp_path))
+  scalars = events.read_scalars(str(tmp_path))
   steps, values = scalars['train/loss']
   assert steps.tolist() == [10, 20, 30]
   np.testing.assert_allclose(values, [8.25, 7.25, 6.0])

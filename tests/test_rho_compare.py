@@ -81,3 +81,18 @@ def test_audio_methods_need_demo_videos_with_sound(tmp_path):
   compare.ensure_demo_data(silent)  # there already: nothing written
   with pytest.raises(ValueError, match='have no sound, which avbert needs'):
     compare.ensure_demo_data(silent, audio=True)
+
+
+def test_training_speed_is_the_median_after_the_first_window(tmp_path):
+  from clu import metric_writers
+  writer = metric_writers.SummaryWriter(str(tmp_path / 'run'))
+  for step, speed in ((10, 0.5), (20, 2.0), (30, 4.0), (40, 3.0)):  # step 10 includes compiling
+    writer.write_scalars(step, {'train/steps_per_sec': speed, 'train/loss': 1.0})
+  writer.close()
+  assert compare.training_speed(str(tmp_path / 'run')) == 3.0
+  single = metric_writers.SummaryWriter(str(tmp_path / 'single'))
+  single.write_scalars(10, {'train/steps_per_sec': 0.5})
+  single.close()
+  assert compare.training_speed(str(tmp_path / 'single')) == 0.5
+  with pytest.raises(ValueError, match='has no train/steps_per_sec'):
+    compare.training_speed(str(tmp_path))

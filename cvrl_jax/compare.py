@@ -147,7 +147,7 @@ def _check_same_run(config: ml_collections.ConfigDict, pretrain_dir: str) -> Non
   if not paths.exists(path):
     return
   previous = paths.read_json(path)
-  current = config.to_dict()
+  current = json.loads(json.dumps(config.to_dict()))  # tuples -> lists, as config.json has them
   for key in ('num_epochs', 'num_train_steps', 'seed', 'batch_size', 'objective'):
     if previous.get(key) != current[key]:
       raise ValueError(f'{pretrain_dir} holds a run with another {key} ({previous.get(key)!r}, '

@@ -66,6 +66,15 @@ def test_table_and_stale_workdir(tmp_path):
     json.dump(dict(config.to_dict(), num_epochs=5), f)
   with pytest.raises(ValueError, match='another num_epochs'):
     compare._check_same_run(config, str(tmp_path))
+  # The same run, its config.json written as the trainer writes it (tuples become lists): it
+  # resumes. VTDL's objective has tuple crop ranges.
+  from cvrl_jax import run_utils
+  same = tmp_path / 'same'
+  config = compare.pretrain_config('vtdl', '/data', rho=2, epochs=2, steps=0, seed=0)
+  assert isinstance(config.objective.crop_area_range, tuple)
+  same.mkdir()
+  run_utils.write_json(str(same / 'config.json'), config.to_dict())
+  compare._check_same_run(config, str(same))
 
 
 def test_audio_methods_need_demo_videos_with_sound(tmp_path):

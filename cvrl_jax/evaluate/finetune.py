@@ -28,6 +28,7 @@ from cvrl_jax import sharding
 from cvrl_jax import run_utils
 from cvrl_jax.data import sources
 from cvrl_jax.evaluate import common
+from cvrl_jax.evaluate import linear
 from cvrl_jax.evaluate import subsets
 
 PyTree = Any
@@ -90,7 +91,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float
 
   def step_fn(state, batch):
     keys = augment.example_keys(base_key, batch['key'])
-    clips = augment.augment_batch(keys, batch['video'], (TRAIN_POLICY,))[:, 0]
+    clips = linear.training_inputs(keys, batch)  # (audio: SpecAugment in the encoder)
     labels = batch['label']
     weight = batch['mask'].astype(jnp.float32)
     count = jnp.maximum(jnp.sum(weight), 1.0)

@@ -1,0 +1,250 @@
+"""Audio-only evaluation of AVBERT's audio CNN: audio-only records, the sound layouts of
+`convert --audio-only` (class folders, ESC-50), the sound windows of the evaluation pipeline,
+the audio export and the audio linear probe."""
+import json
+import os
+import wave
+
+import jax
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cvrl_jax import config_lib
+from cvrl_jax import convert
+from cvrl_jax import export
+from cvrl_jax import sharding
+from cvrl_jax.data import dmvr
+from cvrl_jax.data import pipeline
+from cvrl_jax.evaluate import linear
+from cvrl_jax.models import audio_resnet
+
+RATE = 8000
+
+
+def _write_wav(path, samples, rate=RATE):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  pcm = np.clip(np.round(np.asarray(samples) * 32767), -32768, 32767).astype(np.int16)
+  with wave.open(path, 'wb') as w:
+    w.setnchannels(1)
+    w.setsampwidth(2)
+    w.setframerate(rate)
+    w.writeframes(pcm.tobytes())
+
+
+def _tone(freq, n, rng, noise=0.05):
+  t = np.arange(n) / RATE
+  amplitude = rng.uniform(0.3, 0.6)
+  return amplitude * np.sin(2 * np.pi * freq * t + rng.uniform(0, 2 * np.pi)) + rng.normal(
+      scale=noise, size=n)
+
+
+def _records(pattern):
+  files = sorted(tf.io.gfile.glob(pattern))
+  return [dmvr.parse_sequence_example(r, audio=True)
+          for r in tf.data.TFRecordDataset(files)]
+
+
+# ------------------------------------------------------------------------------------------------
+# Records.
+
+
+def test_audio_only_record_round_trip():
+  samples = np.random.default_rng(0).normal(size=1234).astype(np.float32)
+  example = dmvr.make_sequence_example([], 7, label_string='dog', audio=samples,
+                                       audio_sample_rate=44_100)
+  assert dmvr.IMAGE_KEY not in example.feature_lists.feature_list
+  parsed = dmvr.parse_sequence_example(example.SerializeToString(), audio=True)
+  np.testing.assert_array_equal(parsed['audio'].numpy(), samples)  # float32 exactly
+  assert int(parsed['audio_sample_rate']) == 44_100
+  assert int(parsed['label']) == 7 and parsed['label_string'].numpy() == b'dog'
+  assert parsed['frames'].shape == (0,)
+
+
+@pytest.mark.parametrize('audio', [None, np.zeros([0], np.float32)])
+def test_record_with_neither_frames_nor_audio_is_refused(audio):
+  with pytest.raises(ValueError, match='at least one frame or a non-empty audio track'):
+    dmvr.make_sequence_example([], 0, audio=audio,
+                               audio_sample_rate=None if audio is None else RATE)
+
+
+# ------------------------------------------------------------------------------------------------
+# Conversion of sound folders.
+
+
+def test_esc50_layout_is_written_fold_by_fold_with_the_csv_targets(tmp_path):
+  rng = np.random.default_rng(1)
+  source = tmp_path / 'ESC-50'
+  rows = ['filename,fold,target,category']
+  # 3 categories whose targets are not in name order, 2 folds: fold 1 gets 4 sounds, fold 2 3.
+  spec = [('a.wav', 1, 2, 'rain'), ('b.wav', 1, 0, 'dog'), ('c.wav', 1, 1, 'cat'),
+          ('d.wav', 2, 2, 'rain'), ('e.wav', 2, 0, 'dog'), ('f.wav', 1, 0, 'dog'),
+          ('g.wav', 2, 1, 'cat')]
+  lengths = {}
+  for i, (name, fold, target, category) in enumerate(spec):
+    lengths[name] = 800 + 100 * i
+    _write_wav(str(source / 'audio' / name), _tone(300 + 50 * i, lengths[name], rng))
+    rows.append(f'{name},{fold},{target},{category}')
+  (source / 'audio' / 'broken.wav').write_bytes(b'RIFF not really a wave file' * 4)
+  rows.append('broken.wav,2,1,cat')
+  rows.append('missing.wav,1,1,cat')
+  os.makedirs(source / 'meta')
+  (source / 'meta' / 'esc50.csv').write_text('\n'.join(rows) + '\n')
+
+  out = tmp_path / 'records'
+  summary = convert.convert(str(source), str(out), audio_only=True, audio_rate=RATE, workers=1,
+                            quiet=True)
+  assert summary['layout'] == 'esc50' and sorted(summary['splits']) == ['fold1', 'fold2']
+  assert summary['splits']['fold1']['written'] == 4
+  assert summary['splits']['fold2']['written'] == 3  # broken.wav skipped
+  skipped = [s['path'] for split in summary['splits'].values() for s in split['skipped']]
+  assert sorted(os.path.basename(p) for p in skipped) == ['broken.wav', 'missing.wav']
+  assert dmvr.read_labels(str(out)) == ['dog', 'cat', 'rain']  # index = ESC-50 target
+  expected = {1: {}, 2: {}}
+  for name, fold, target, _ in spec:
+    expected[fold][name] = target
+  for fold in (1, 2):
+    records = _records(str(out / f'fold{fold}-*.tfrecord'))
+    got = {os.path.basename(r['data_path'].numpy().decode()): int(r['label']) for r in records}
+    assert got == expected[fold]
+    for r in records:
+      name = os.path.basename(r['data_path'].numpy().decode())
+      assert r['frames'].shape == (0,) and int(r['audio_sample_rate']) == RATE
+      assert r['audio'].shape == (lengths[name],)  # the whole track at its own rate
+    assert json.loads((out / f'fold{fold}_summary.json').read_text())['audio_only']
+
+
+def test_class_folder_layout_of_sounds(tmp_path):
+  rng = np.random.default_rng(2)
+  source = tmp_path / 'sounds'
+  counts = {'bird': 3, 'car': 2, 'engine': 1}
+  originals = {}
+  for label, count in counts.items():
+    for i in range(count):
+      path = str(source / label / f'{i}.wav')
+      samples = _tone(400 + 200 * i, 1000, rng)
+      _write_wav(path, samples)
+      originals[path] = np.round(np.clip(samples, -1, 1) * 32767) / 32768  # int16 PCM -> float
+  (source / 'car' / 'empty.wav').write_bytes(b'')
+  summary = convert.convert(str(source), str(tmp_path / 'out'), audio_only=True,
+                            audio_rate=RATE, split_name='train', workers=1, quiet=True)
+  assert summary['written'] == 6 and len(summary['skipped']) == 1
+  assert summary['skipped'][0]['path'].endswith('empty.wav')
+  names = dmvr.read_labels(str(tmp_path / 'out'))
+  assert names == ['bird', 'car', 'engine']
+  records = _records(str(tmp_path / 'out' / 'train-*.tfrecord'))
+  assert sorted(names[int(r['label'])] for r in records) == ['bird'] * 3 + ['car'] * 2 + [
+      'engine']
+  for r in records:
+    path = r['data_path'].numpy().decode()
+    assert names[int(r['label'])] == os.path.basename(os.path.dirname(path))
+    # Same rate: PyAV gives the PCM samples unchanged (up to float32 rounding).
+    np.testing.assert_allclose(r['audio'].numpy(), originals[path], atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------
+# Sound windows of the evaluation pipeline.
+
+
+def _tone_dataset(root, per_class, freqs, length, rng, split):
+  for c, freq in enumerate(freqs):
+    for i in range(per_class):
+      _write_wav(os.path.join(root, split, f'class{c}', f'{i}.wav'), _tone(freq, length, rng))
+
+
+def test_sound_windows_are_slices_of_the_track(tmp_path):
+  rng = np.random.default_rng(3)
+  _tone_dataset(str(tmp_path / 'src'), 2, (500, 1500), 3000, rng, 'test')
+  out = str(tmp_path / 'out')
+  convert.convert(str(tmp_path / 'src' / 'test'), out, audio_only=True, audio_rate=RATE,
+                  split_name='test', workers=1, quiet=True)
+  tracks = [r['audio'].numpy() for r in _records(out + '/test-*.tfrecord')]
+  data = config_lib.base_config().data
+  data.eval_files = out + '/test-*.tfrecord'
+  data.num_classes = 2
+  window, count = 1000, 3
+  sound = pipeline.SoundWindows(sample_rate=RATE, num_samples=window, num_windows=count)
+  batch = next(pipeline.make_eval_iterator(data, split='eval', mode='test_views',
+                                           global_batch_size=4, seed=0, sound=sound))
+  assert batch['audio'].shape == (4, count, window) and 'video' not in batch
+  starts = np.linspace(0, 3000 - window, count).astype(int)  # 0, 1000, 2000
+  for row in range(4):
+    want = np.stack([tracks[row][s:s + window] for s in starts])
+    np.testing.assert_array_equal(batch['audio'][row], want)
+  train = next(pipeline.make_eval_iterator(data, split='eval', mode='train_clip',
+                                           global_batch_size=4, seed=0, sound=sound,
+                                           num_epochs=None))
+  assert train['audio'].shape == (4, 1, window)
+  for clip in train['audio'][:, 0]:  # one contiguous window of one of the tracks
+    assert any(np.array_equal(clip, t[s:s + window]) for t in tracks
+               for s in range(len(t) - window + 1))
+
+
+# ------------------------------------------------------------------------------------------------
+# Export.
+
+TINY_AUDIO = {'base_width': 4, 'block_counts': [1, 1, 1, 1], 'bn_epsilon': 1e-5,
+              'sample_rate': RATE, 'n_fft': 256, 'hop_length': 64, 'n_mels': 32}
+
+
+def test_audio_export_round_trip_and_part_checks(tmp_path):
+  encoder = audio_resnet.build_audio_encoder(TINY_AUDIO)
+  variables = encoder.init(jax.random.key(0), np.zeros((1, 2000), np.float32), train=False)
+  # Make the BN statistics non-trivial so a wrong restore cannot pass by accident.
+  variables = jax.tree.map(lambda x: x + np.random.default_rng(0).normal(size=x.shape)
+                           .astype(x.dtype) * 0.1, dict(variables))
+  path = export.export_backbone(str(tmp_path / 'audio'), variables, TINY_AUDIO, part='audio')
+  loaded_encoder, loaded, cfg = export.load_audio_cnn(path)
+  assert cfg == TINY_AUDIO and loaded_encoder == encoder
+  flat, flat_loaded = (jax.tree_util.tree_flatten_with_path(v)[0] for v in (variables, loaded))
+  assert [p for p, _ in flat] == [p for p, _ in flat_loaded]
+  for (_, a), (_, b) in zip(flat, flat_loaded):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  with pytest.raises(ValueError, match='holds the audio CNN of an AVBERT run, not a visual'):
+    export.load_backbone(path)
+  visual_cfg = config_lib.model_config()
+  visual_cfg.depth, visual_cfg.width_multiplier = 10, 0.125
+  from cvrl_jax import models  # pylint: disable=g-import-not-at-top
+  backbone = models.build_backbone(visual_cfg)
+  visual = backbone.init(jax.random.key(0), np.zeros(export.DUMMY_CLIP_SHAPE, np.float32),
+                         train=False)
+  visual_path = export.export_backbone(str(tmp_path / 'visual'), visual, visual_cfg)
+  with pytest.raises(ValueError, match='holds a visual backbone, not an audio CNN'):
+    export.load_audio_cnn(visual_path)
+  other = dict(TINY_AUDIO, n_mels=40)
+  mesh = sharding.make_mesh(config_lib.base_config().mesh)
+  with pytest.raises(ValueError, match=r'config.eval.audio asks for .*n_mels 32 vs 40'):
+    export.load_audio_for_config(path, other, mesh, jax.random.key(0))
+
+
+# ------------------------------------------------------------------------------------------------
+# The audio linear probe.
+
+
+def test_audio_linear_probe_separates_tones_with_a_random_audio_cnn(tmp_path):
+  rng = np.random.default_rng(4)
+  freqs = (250, 700, 1600, 3200)  # Hz, well apart on the mel scale
+  src, out = str(tmp_path / 'src'), str(tmp_path / 'records')
+  _tone_dataset(src, 8, freqs, 3000, rng, 'train')
+  _tone_dataset(src, 4, freqs, 3000, rng, 'test')
+  for split in ('train', 'test'):
+    convert.convert(os.path.join(src, split), out, audio_only=True, audio_rate=RATE,
+                    split_name=split, workers=1, quiet=True)
+  config = config_lib.load_config_file('avbert_audio_demo', out)
+  assert config.data.num_classes == 4
+  config.eval.audio.n_mels = 32
+  config.eval.audio.n_fft = 256
+  config.eval.audio.hop_length = 64
+  config.eval.audio.base_width = 4
+  config.eval.audio.window_samples = 2000
+  config.eval.batch_size = 8
+  config.batch_size = 8
+  config.optim.base_batch_size = 8
+  config.num_epochs = 20
+  results = linear.linear_eval(config, str(tmp_path / 'work'))
+  stored = json.loads((tmp_path / 'work' / 'results.json').read_text())
+  assert stored == pytest.approx(results)
+  assert results['linear_cached_features/num_test_videos'] == 16
+  # Chance is 25%; 16 test sounds: a top-1 of 75% is 12 right, which chance gives with
+  # probability < 1e-4 (binomial(16, 0.25)).
+  assert results['linear_cached_features/top1'] >= 0.75, results

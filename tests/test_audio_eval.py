@@ -3,6 +3,7 @@
 the audio export and the audio linear probe."""
 import json
 import os
+import shutil
 import wave
 
 import jax
@@ -16,6 +17,7 @@ from cvrl_jax import export
 from cvrl_jax import sharding
 from cvrl_jax.data import dmvr
 from cvrl_jax.data import pipeline
+from cvrl_jax.evaluate import finetune
 from cvrl_jax.evaluate import linear
 from cvrl_jax.models import audio_resnet
 
@@ -189,7 +191,8 @@ TINY_AUDIO = {'base_width': 4, 'block_counts': [1, 1, 1, 1], 'bn_epsilon': 1e-5,
 
 def test_audio_export_round_trip_and_part_checks(tmp_path):
   encoder = audio_resnet.build_audio_encoder(TINY_AUDIO)
-  variables = encoder.init(jax.random.key(0), np.zeros((1, 2000), np.float32), train=False)
+  variables = jax.jit(lambda: encoder.init(jax.random.key(0), np.zeros((1, 2000), np.float32),
+                                           train=False))()
   # Make the BN statistics non-trivial so a wrong restore cannot pass by accident.
   variables = jax.tree.map(lambda x: x + np.random.default_rng(0).normal(size=x.shape)
                            .astype(x.dtype) * 0.1, dict(variables))
@@ -202,15 +205,15 @@ def test_audio_export_round_trip_and_part_checks(tmp_path):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   with pytest.raises(ValueError, match='holds the audio CNN of an AVBERT run, not a visual'):
     export.load_backbone(path)
-  visual_cfg = config_lib.model_config()
-  visual_cfg.depth, visual_cfg.width_multiplier = 10, 0.125
-  from cvrl_jax import models  # pylint: disable=g-import-not-at-top
-  backbone = models.build_backbone(visual_cfg)
-  visual = backbone.init(jax.random.key(0), np.zeros(export.DUMMY_CLIP_SHAPE, np.float32),
-                         train=False)
-  visual_path = export.export_backbone(str(tmp_path / 'visual'), visual, visual_cfg)
+  # A visual export: the part check reads only backbone.json, before any array.
+  visual_path = tmp_path / 'visual'
+  shutil.copytree(path, visual_path)
+  metadata = json.loads((visual_path / export.METADATA_FILE).read_text())
+  del metadata['part']
+  metadata['model'] = config_lib.model_config().to_dict()
+  (visual_path / export.METADATA_FILE).write_text(json.dumps(metadata))
   with pytest.raises(ValueError, match='holds a visual backbone, not an audio CNN'):
-    export.load_audio_cnn(visual_path)
+    export.load_audio_cnn(str(visual_path))
   other = dict(TINY_AUDIO, n_mels=40)
   mesh = sharding.make_mesh(config_lib.base_config().mesh)
   with pytest.raises(ValueError, match=r'config.eval.audio asks for .*n_mels 32 vs 40'):
@@ -218,33 +221,74 @@ def test_audio_export_round_trip_and_part_checks(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------
-# The audio linear probe.
+# The audio linear probe and fine-tuning.
+#
+# The classes differ in texture, not in pitch: the audio CNN mean-pools over time and frequency,
+# so a randomly initialised one is close to pitch-invariant (pure tones of 4 well separated
+# pitches gave a random-init probe 62% here, against 75-94% for these classes over three seeds).
+# Each sound's pitch is random within a class, so the classifier cannot use it.
+
+def _texture(kind, n, rng):
+  t = np.arange(n) / RATE
+  freq, amplitude = rng.uniform(400, 1200), rng.uniform(0.3, 0.6)
+  if kind == 0:  # a steady tone
+    x = np.sin(2 * np.pi * freq * t + rng.uniform(0, 2 * np.pi))
+  elif kind == 1:  # white noise
+    x = rng.normal(size=n) * 0.5
+  elif kind == 2:  # tone bursts, 40 ms on, 40 ms off
+    x = np.sin(2 * np.pi * freq * t) * ((t // 0.04) % 2 == 0)
+  else:  # a click train at 50 clicks per second
+    x = np.zeros(n)
+    x[(rng.integers(0, 160) + np.arange(0, n, 160)) % n] = 1.0
+  return amplitude * x + rng.normal(scale=0.02, size=n)
 
 
-def test_audio_linear_probe_separates_tones_with_a_random_audio_cnn(tmp_path):
+@pytest.fixture(scope='module')
+def texture_records(tmp_path_factory):
+  """4 classes, 8 training and 4 test sounds each, 3000 samples (0.375 s) at 8 kHz."""
+  root = tmp_path_factory.mktemp('textures')
   rng = np.random.default_rng(4)
-  freqs = (250, 700, 1600, 3200)  # Hz, well apart on the mel scale
-  src, out = str(tmp_path / 'src'), str(tmp_path / 'records')
-  _tone_dataset(src, 8, freqs, 3000, rng, 'train')
-  _tone_dataset(src, 4, freqs, 3000, rng, 'test')
-  for split in ('train', 'test'):
-    convert.convert(os.path.join(src, split), out, audio_only=True, audio_rate=RATE,
-                    split_name=split, workers=1, quiet=True)
-  config = config_lib.load_config_file('avbert_audio_demo', out)
-  assert config.data.num_classes == 4
-  config.eval.audio.n_mels = 32
-  config.eval.audio.n_fft = 256
-  config.eval.audio.hop_length = 64
-  config.eval.audio.base_width = 4
-  config.eval.audio.window_samples = 2000
+  out = str(root / 'records')
+  for split, per_class in (('train', 8), ('test', 4)):
+    for kind in range(4):
+      for i in range(per_class):
+        _write_wav(str(root / split / f'class{kind}' / f'{i}.wav'), _texture(kind, 3000, rng))
+    convert.convert(str(root / split), out, audio_only=True, audio_rate=RATE, split_name=split,
+                    workers=1, quiet=True)
+  return out
+
+
+def _tiny_config(records):
+  config = config_lib.load_config_file('avbert_audio_demo', records)
+  assert config.data.num_classes == 4 and config.eval.modality == 'audio'
+  config.eval.audio.update(n_mels=32, n_fft=256, hop_length=64, base_width=4,
+                           window_samples=2000, num_windows=2)
   config.eval.batch_size = 8
   config.batch_size = 8
   config.optim.base_batch_size = 8
+  return config
+
+
+# Chance is 25%; 10 of 16 right (62.5%) has probability < 1e-3 under chance (binomial(16, 0.25)),
+# and the fixed seed's run sits well above it (94% probe, 94% fine-tuning when measured).
+MIN_TOP1 = 0.625
+
+
+def test_audio_linear_probe_on_a_random_audio_cnn(texture_records, tmp_path):
+  config = _tiny_config(texture_records)
   config.num_epochs = 20
-  results = linear.linear_eval(config, str(tmp_path / 'work'))
-  stored = json.loads((tmp_path / 'work' / 'results.json').read_text())
-  assert stored == pytest.approx(results)
+  results = linear.linear_eval(config, str(tmp_path))
+  assert json.loads((tmp_path / 'results.json').read_text()) == pytest.approx(results)
   assert results['linear_cached_features/num_test_videos'] == 16
-  # Chance is 25%; 16 test sounds: a top-1 of 75% is 12 right, which chance gives with
-  # probability < 1e-4 (binomial(16, 0.25)).
-  assert results['linear_cached_features/top1'] >= 0.75, results
+  assert results['linear_cached_features/top1'] >= MIN_TOP1, results
+
+
+def test_audio_finetune_from_random_init(texture_records, tmp_path):
+  config = _tiny_config(texture_records)
+  config.job = 'finetune'
+  config.num_epochs = 10
+  config.eval.finetune_dropout = 0.0
+  config.optim.weight_decay = 1e-4
+  results = finetune.finetune(config, str(tmp_path))
+  assert results['finetune/num_test_videos'] == 16
+  assert results['finetune/top1'] >= MIN_TOP1, results

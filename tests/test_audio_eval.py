@@ -17,6 +17,7 @@ from cvrl_jax import export
 from cvrl_jax import sharding
 from cvrl_jax.data import dmvr
 from cvrl_jax.data import pipeline
+from cvrl_jax.evaluate import features
 from cvrl_jax.evaluate import finetune
 from cvrl_jax.evaluate import linear
 from cvrl_jax.models import audio_resnet
@@ -292,3 +293,24 @@ def test_audio_finetune_from_random_init(texture_records, tmp_path):
   results = finetune.finetune(config, str(tmp_path))
   assert results['finetune/num_test_videos'] == 16
   assert results['finetune/top1'] >= MIN_TOP1, results
+
+
+def test_esc50_config_holds_out_the_chosen_fold_and_checks_its_keys():
+  config = config_lib.load_config_file('avbert_esc50_linear', '/data/esc50,3')
+  assert config.data.eval_files == '/data/esc50/fold3-*-of-*.tfrecord'
+  assert config.data.train_files.split(',') == [f'/data/esc50/fold{k}-*-of-*.tfrecord'
+                                                for k in (1, 2, 4, 5)]
+  assert (config.eval.modality, config.eval.audio.sample_rate, config.eval.audio.n_mels,
+          config.data.num_classes) == ('audio', 44_100, 80, 50)
+  assert config_lib.load_config_file('avbert_esc50_linear', '/d').data.eval_files.startswith(
+      '/d/fold1-')
+  with pytest.raises(ValueError, match='held-out ESC-50 fold .* must be 1 to 5'):
+    config_lib.load_config_file('avbert_esc50_linear', '/data/esc50,6')
+  config.eval.modality = 'sound'
+  with pytest.raises(ValueError, match=r"config.eval.modality must be one of \('visual', "
+                     r"'audio'\)"):
+    features.sound_windows(config)
+  config.eval.modality = 'audio'
+  config.eval.audio.window_samples = 512
+  with pytest.raises(ValueError, match='config.eval.audio.window_samples=512 is too short'):
+    features.sound_windows(config)

@@ -6,6 +6,7 @@ import os
 import shutil
 import wave
 
+import av
 import jax
 import numpy as np
 import pytest
@@ -33,6 +34,18 @@ def _write_wav(path, samples, rate=RATE):
     w.setsampwidth(2)
     w.setframerate(rate)
     w.writeframes(pcm.tobytes())
+
+
+def _write_flac(path, samples, rate=RATE):
+  """A lossless FLAC file through PyAV (the converter reads any format PyAV decodes)."""
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  pcm = np.clip(np.round(np.asarray(samples) * 32767), -32768, 32767).astype(np.int16)
+  with av.open(path, 'w') as container:
+    stream = container.add_stream('flac', rate=rate, layout='mono')
+    frame = av.AudioFrame.from_ndarray(pcm[None, :], format='s16', layout='mono')
+    frame.rate = rate
+    for packet in list(stream.encode(frame)) + list(stream.encode(None)):
+      container.mux(packet)
 
 
 def _tone(freq, n, rng, noise=0.05):
@@ -124,9 +137,10 @@ def test_class_folder_layout_of_sounds(tmp_path):
   originals = {}
   for label, count in counts.items():
     for i in range(count):
-      path = str(source / label / f'{i}.wav')
+      flac = label == 'bird' and i == 2
+      path = str(source / label / f'{i}.{"flac" if flac else "wav"}')
       samples = _tone(400 + 200 * i, 1000, rng)
-      _write_wav(path, samples)
+      (_write_flac if flac else _write_wav)(path, samples)
       originals[path] = np.round(np.clip(samples, -1, 1) * 32767) / 32768  # int16 PCM -> float
   (source / 'car' / 'empty.wav').write_bytes(b'')
   summary = convert.convert(str(source), str(tmp_path / 'out'), audio_only=True,

@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from cvrl_jax import checkpoint as checkpoint_lib
 from cvrl_jax import config_lib
 from cvrl_jax import convert
 from cvrl_jax import export
+from cvrl_jax import run_utils
 from cvrl_jax import sharding
 from cvrl_jax.data import dmvr
 from cvrl_jax.data import pipeline
@@ -229,6 +231,28 @@ def test_audio_export_round_trip_and_part_checks(tmp_path):
   (visual_path / export.METADATA_FILE).write_text(json.dumps(metadata))
   with pytest.raises(ValueError, match='holds a visual backbone, not an audio CNN'):
     export.load_audio_cnn(str(visual_path))
+  # An AVBERT pretraining workdir: the audio CNN is the state's 'audio_cnn' entry, its config
+  # the run's config.objective (written the way the trainer writes them).
+  run = config_lib.base_config()
+  with run.unlocked():
+    run.objective.update(name='avbert', audio_base_width=4, audio_block_counts=(1, 1, 1, 1),
+                         sample_rate=RATE, n_fft=256, hop_length=64, n_mels=32)
+  workdir = tmp_path / 'avbert_run'
+  os.makedirs(workdir)
+  (workdir / export.WORKDIR_CONFIG).write_text(json.dumps(run.to_dict()))
+  ones = lambda tree: jax.tree.map(np.ones_like, tree)  # the visual part: anything else
+  state = run_utils.TrainState(
+      step=np.int32(3), params={'audio_cnn': variables['params'], 'backbone': ones(
+          variables['params'])}, batch_stats={'audio_cnn': variables['batch_stats']}, aux={},
+      opt_state={})
+  saver = checkpoint_lib.Checkpointer(str(workdir / export.WORKDIR_CHECKPOINTS), every_steps=1,
+                                      keep=1, async_save=False)
+  saver.save(3, state, (0, 3), 'files')
+  saver.close()
+  _, from_run, run_cfg = export.load_audio_cnn(str(workdir))
+  assert run_cfg == TINY_AUDIO
+  for a, b in zip(jax.tree.leaves(variables), jax.tree.leaves(from_run)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   other = dict(TINY_AUDIO, n_mels=40)
   mesh = sharding.make_mesh(config_lib.base_config().mesh)
   with pytest.raises(ValueError, match=r'config.eval.audio asks for .*n_mels 32 vs 40'):

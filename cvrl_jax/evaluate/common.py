@@ -90,7 +90,8 @@ class ClassifierEvaluator:
   logits) averaged over the views of config.eval.test_mode (the recipe's 10 temporal x 3
   spatial views by default). big_vision's evaluator shape.
 
-  `logits_fn(variables, video uint8 [B, V, T, H, W, 3]) -> logits [B, V, classes]`.
+  `logits_fn(variables, video uint8 [B, V, T, H, W, 3]) -> logits [B, V, classes]` (audio
+  evaluation: waveform windows float32 [B, V, A] instead of the video).
   """
 
   def __init__(self, logits_fn: Callable[[PyTree, jax.Array], jax.Array],

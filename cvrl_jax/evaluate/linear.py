@@ -22,6 +22,11 @@ StandardScaler) every dimension gets unit variance, so the classifier's input ha
 sqrt(C) instead of 1 and a given LR takes C times larger steps in the logits: choose the LR for
 that (the demo keeps the recipe's, with C = 128).
 
+With config.eval.modality='audio' the encoder is AVBERT's audio CNN on labelled sounds
+(docs/recipes/avbert.md, "Audio-only evaluation"): training takes one random window per sound,
+cached features and tests average config.eval.audio.num_windows fixed windows; the rest is the
+same.
+
 Both variants resume like pretraining (common.train_loop): a SIGTERM saves the classifier, its
 optimiser and the input position in WORKDIR/checkpoints and returns; the same command continues
 to the results of an uninterrupted run.

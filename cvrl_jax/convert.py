@@ -486,7 +486,8 @@ def convert(source: str, output: str, *, fps: float = 10.0, short_side: int = 25
   `audio_only`: `source` holds labelled sounds (class folders, a CSV, or the ESC-50 layout);
   each record holds the whole track at `audio_rate` and no frames. For ESC-50 every fold is
   written as its own split `fold{k}` (`split_name` is not used) and the returned summary is
-  {'layout': 'esc50', 'output': ..., 'splits': {'fold1': summary, ...}}."""
+  {'layout': 'esc50', 'output': ..., 'splits': {'fold1': summary, ...}}; CSV rows that name no
+  existing file are listed among the skipped inputs of the first fold's summary."""
   if fps <= 0 or short_side < 0 or not 1 <= jpeg_quality <= 100:
     raise ValueError('Need --fps > 0, --short-side >= 0 and 1 <= --jpeg-quality <= 100.')
   audio_rate = check_audio_rate(audio_rate) if audio or audio_only else 0

@@ -20,9 +20,9 @@ from cvrl_jax import sharding
 from cvrl_jax import run_utils
 from cvrl_jax import workdir as workdir_lib
 from cvrl_jax.data import pipeline
-from cvrl_jax.models import resnet3d
 from cvrl_jax.evaluate import features
 from cvrl_jax.evaluate import views
+from cvrl_jax.models import resnet3d
 
 PyTree = Any
 RESULTS_FILE = 'results.json'

@@ -340,6 +340,13 @@ def test_esc50_config_holds_out_the_chosen_fold_and_checks_its_keys():
                                                 for k in (1, 2, 4, 5)]
   assert (config.eval.modality, config.eval.audio.sample_rate, config.eval.audio.n_mels,
           config.data.num_classes) == ('audio', 44_100, 80, 50)
+  # The paper-scale audio CNN on one window: 128 log-mel frames x 80 bins -> a 1024-d feature.
+  encoder = audio_resnet.build_audio_encoder(config.eval.audio.to_dict())
+  window = jax.ShapeDtypeStruct((2, config.eval.audio.window_samples), np.float32)
+  assert encoder.spectrogram(np.zeros((1, 65_024), np.float32)).shape == (1, 128, 80)
+  variables = jax.eval_shape(lambda w: encoder.init(jax.random.key(0), w, train=False), window)
+  assert jax.eval_shape(lambda v, w: encoder.apply(v, w, train=False), variables,
+                        window).shape == (2, 1024)
   assert config_lib.load_config_file('avbert_esc50_linear', '/d').data.eval_files.startswith(
       '/d/fold1-')
   with pytest.raises(ValueError, match='held-out ESC-50 fold .* must be 1 to 5'):

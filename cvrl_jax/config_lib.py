@@ -91,7 +91,32 @@ def eval_config() -> ml_collections.ConfigDict:
   # linear_eval / finetune: train on this class-balanced, seeded fraction of the labelled training
   # videos (1% / 10%: the semi-supervised protocol; cvrl_jax/evaluate/subsets.py).
   e.label_fraction = 1.0
+  # linear_eval / finetune input: 'visual' (the video backbone, config.model) | 'audio' (the audio
+  # CNN of an AVBERT run on a dataset's sounds, config.eval.audio; docs/recipes/avbert.md).
+  e.modality = 'visual'
+  e.audio = audio_eval_config()
   return e
+
+
+def audio_eval_config() -> ml_collections.ConfigDict:
+  """config.eval.audio: the audio CNN (checked against an audio init_checkpoint, used as is for
+  random init) and how a sound is cut into its input windows (docs/recipes/avbert.md)."""
+  a = ml_collections.ConfigDict()
+  # Architecture and log-mel front end (models/audio_resnet.py), AVBERT's paper scale.
+  a.base_width = 32
+  a.block_counts = (3, 4, 6, 3)
+  a.bn_epsilon = 1e-5
+  a.sample_rate = 44_100
+  a.n_fft = 2048
+  a.hop_length = 512
+  a.n_mels = 80
+  # Windows of window_samples samples: training takes one at a random start; features and tests
+  # average num_windows evenly spaced ones (the first at the sound's start, the last at its end;
+  # zeros past the end of a shorter sound).
+  a.window_samples = 65_024  # 128 log-mel frames at hop 512, AVBERT's pretraining window
+  a.num_windows = 4
+  a.spec_augment_rate = 0.0  # finetune's training windows only (never at evaluation)
+  return a
 
 
 def base_config() -> ml_collections.ConfigDict:

@@ -16,6 +16,17 @@ audio-visual recipes' rate), under DMVR's audio key `WAVEFORM/feature/floats` wi
 frame's end (cvrl_jax.data.dmvr, cvrl_jax.data.video). A video without an audio track, or whose
 track cannot be decoded, is written without audio and listed in the summary's `without_audio`.
 
+With `--audio-only`, SRC holds labelled sounds instead of videos (wav, ogg, mp3, flac: anything
+PyAV decodes): a folder with one sub-folder of sound files per class, a `path,label` CSV, or the
+ESC-50 layout (`SRC/audio/*.wav` and `SRC/meta/esc50.csv` with columns filename, fold, target,
+category; detected by those two paths). Each record is one sound: its whole track, mono at
+`--audio-rate`, under the audio key with its rate and label, and no frames (`--fps`,
+`--short-side` and `--jpeg-quality` are not used). A file without a decodable, non-empty audio
+track is skipped and listed in the summary like an unreadable video. ESC-50 is written fold by
+fold, each fold as its own split `fold1` ... `fold5` (`--split-name` is not used), labels indexed
+by the CSV's target; its protocol is 5-fold cross-validation, and the evaluation configs pick
+the held-out fold (configs/avbert_esc50_linear.py, docs/recipes/avbert.md).
+
 Output in DIR: shards `{split}-00000-of-N.tfrecord`, `labels.txt` (line i: name of label i) and
 `{split}_summary.json` (videos written, every skipped input with its reason, records and bytes per
 shard). Worker processes each write whole shards; a shard appears under its final name only when
@@ -62,14 +73,17 @@ class Settings:
   short_side: int
   jpeg_quality: int
   audio_rate: int = 0  # samples per second of the stored audio; 0: no audio
+  audio_only: bool = False  # labelled sounds: records with the audio track and no frames
 
 
 def settings_record(settings: Settings) -> dict:
-  """The settings as a shard's metadata records them (without audio_rate when audio is off, so
-  shards converted before audio existed still resume)."""
+  """The settings as a shard's metadata records them (without audio_rate when audio is off and
+  without audio_only when False, so shards converted before those existed still resume)."""
   record = dataclasses.asdict(settings)
   if not record['audio_rate']:
     del record['audio_rate']
+  if not record['audio_only']:
+    del record['audio_only']
   return record
 
 
@@ -170,6 +184,62 @@ def list_csv(csv_path: str) -> tuple[list[Item], list[dict]]:
   return items, skipped
 
 
+# The ESC-50 layout (github.com/karolpiczak/ESC-50): SRC/audio/*.wav and SRC/meta/esc50.csv.
+ESC50_CSV = os.path.join('meta', 'esc50.csv')
+ESC50_AUDIO = 'audio'
+ESC50_COLUMNS = ('filename', 'fold', 'target', 'category')
+
+
+def is_esc50(source: str) -> bool:
+  return (os.path.isfile(os.path.join(source, ESC50_CSV))
+          and os.path.isdir(os.path.join(source, ESC50_AUDIO)))
+
+
+def esc50_split(fold: int) -> str:
+  """The split name of one ESC-50 fold's records: fold{k}."""
+  return f'fold{fold}'
+
+
+def list_esc50(source: str) -> tuple[dict[int, list[Item]], list[dict], list[str]]:
+  """({fold: sounds}, skipped rows, label names by ESC-50 target) of an ESC-50 folder.
+
+  Labels are the CSV's `category` names indexed by its `target` column (so label i is ESC-50's
+  target i when every target 0..n-1 occurs, as in the released data). Rows naming a missing
+  file, or without a whole-number fold and target, are skipped."""
+  csv_path = os.path.join(source, ESC50_CSV)
+  folds: dict[int, list[Item]] = {}
+  skipped: list[dict] = []
+  categories: dict[int, str] = {}
+  with open(csv_path, newline='', encoding='utf-8') as f:
+    reader = csv.DictReader(f)
+    missing = [c for c in ESC50_COLUMNS if c not in (reader.fieldnames or ())]
+    if missing:
+      raise ValueError(f'{csv_path} lacks the ESC-50 column(s) {missing} (it needs '
+                       f'{", ".join(ESC50_COLUMNS)}).')
+    for row_number, row in enumerate(reader, start=2):
+      where = f'{csv_path} row {row_number}'
+      path = os.path.join(source, ESC50_AUDIO, (row['filename'] or '').strip())
+      category = (row['category'] or '').strip()
+      try:
+        fold, target = int(row['fold']), int(row['target'])
+      except (TypeError, ValueError):
+        skipped.append({'path': where, 'reason': 'fold and target must be whole numbers'})
+        continue
+      if not (row['filename'] or '').strip() or not category:
+        skipped.append({'path': where, 'reason': 'no filename or category'})
+      elif categories.setdefault(target, category) != category:
+        raise ValueError(f'{where}: target {target} is {category!r} here but '
+                         f'{categories[target]!r} in an earlier row.')
+      elif not os.path.isfile(path):
+        skipped.append({'path': path, 'reason': f'file not found ({where})'})
+      else:
+        folds.setdefault(fold, []).append(Item(path, category))
+  names = [categories[t] for t in sorted(categories)]
+  if len(set(names)) != len(names):
+    raise ValueError(f'{csv_path} gives one category several targets.')
+  return folds, skipped, names
+
+
 def list_inputs(source: str) -> tuple[list[Item], list[dict]]:
   if not os.path.exists(source):
     raise FileNotFoundError(f'The input {source} does not exist.')
@@ -241,6 +311,26 @@ def convert_shard(shard: str, items: Sequence[Item], label_index: dict[str, int]
     with_audio += 1
     return {'audio': track.samples, 'audio_sample_rate': track.sample_rate}
 
+  def sound_examples():
+    """Audio-only records: the whole track, mono at audio_rate; a file without a decodable,
+    non-empty track is skipped."""
+    for item in items:
+      try:
+        track = video.decode_audio(item.path, sample_rate=settings.audio_rate)
+        reason = ('no audio stream' if track is None else
+                  'the audio track is empty' if not track.samples.size else None)
+      except Exception as e:  # pylint: disable=broad-except  (as for videos: report, go on)
+        track = None
+        reason = str(e) if isinstance(e, video.AudioError) else f'{type(e).__name__}: {e}'
+      if _progress is not None:
+        _progress.put(1)
+      if reason is not None:
+        skipped.append({'path': item.path, 'reason': reason})
+        continue
+      yield dmvr.make_sequence_example(
+          [], label_index[item.label], label_string=item.label, data_path=item.path,
+          audio=track.samples, audio_sample_rate=track.sample_rate)
+
   def examples():
     for item in items:
       try:
@@ -264,13 +354,14 @@ def convert_shard(shard: str, items: Sequence[Item], label_index: dict[str, int]
 
   def record_meta(tmp, count):  # before the rename: a shard under its name always has its record
     meta.update(records=count, bytes=paths.size(tmp), skipped=skipped)
-    if settings.audio_rate:
+    if settings.audio_rate and not settings.audio_only:
       meta.update(with_audio=with_audio, without_audio=without_audio)
     dmvr.write_text_atomic(dmvr.meta_path(shard), json.dumps(meta))
 
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
   try:
-    dmvr.write_shard(shard, examples(), before_rename=record_meta)
+    dmvr.write_shard(shard, sound_examples() if settings.audio_only else examples(),
+                     before_rename=record_meta)
   except tf.errors.OpError as e:
     from cvrl_jax.data import records  # pylint: disable=g-import-not-at-top
     raise OSError(f'Cannot write {shard} ({records.tf_error_text(e)}).') from None
@@ -388,27 +479,60 @@ def _check_output(output: str, split: str, num_shards: int) -> int:
 def convert(source: str, output: str, *, fps: float = 10.0, short_side: int = 256,
             jpeg_quality: int = 90, num_shards: int = 0, workers: int = 0,
             split_name: str = 'train', audio: bool = False, audio_rate: int = 44_100,
-            quiet: bool = False) -> dict:
+            audio_only: bool = False, quiet: bool = False) -> dict:
   """Converts the videos of `source` into `output`; returns the summary (also written as JSON).
 
-  `audio`: also store each video's audio track, mono at `audio_rate` samples per second."""
+  `audio`: also store each video's audio track, mono at `audio_rate` samples per second.
+  `audio_only`: `source` holds labelled sounds (class folders, a CSV, or the ESC-50 layout);
+  each record holds the whole track at `audio_rate` and no frames. For ESC-50 every fold is
+  written as its own split `fold{k}` (`split_name` is not used) and the returned summary is
+  {'layout': 'esc50', 'output': ..., 'splits': {'fold1': summary, ...}}; CSV rows that name no
+  existing file are listed among the skipped inputs of the first fold's summary."""
+  if fps <= 0 or short_side < 0 or not 1 <= jpeg_quality <= 100:
+    raise ValueError('Need --fps > 0, --short-side >= 0 and 1 <= --jpeg-quality <= 100.')
+  audio_rate = check_audio_rate(audio_rate) if audio or audio_only else 0
+  settings = Settings(fps=fps, short_side=short_side, jpeg_quality=jpeg_quality,
+                      audio_rate=audio_rate, audio_only=audio_only)
+  run = dict(num_shards=num_shards, workers=workers, quiet=quiet)
+  if audio_only and os.path.isdir(source) and is_esc50(source):
+    folds, skipped, names = list_esc50(source)
+    if not folds:
+      raise ValueError(f'No sounds found in {source} ({ESC50_CSV} names no existing file).')
+    splits = {}
+    for fold in sorted(folds):
+      splits[esc50_split(fold)] = _convert_split(
+          source, folds[fold], skipped if not splits else [], output, esc50_split(fold),
+          settings, names=names, **run)
+    return {'layout': 'esc50', 'output': paths.absolute(output), 'splits': splits}
+  items, skipped = list_inputs(source)
+  return _convert_split(source, items, skipped, output, split_name, settings, **run)
+
+
+def _convert_split(source: str, items: list[Item], skipped: list[dict], output: str,
+                   split_name: str, settings: Settings, *, num_shards: int, workers: int,
+                   quiet: bool, names: list[str] | None = None) -> dict:
+  """Writes one split's shards and summary; `names`: the label names by index, if the layout
+  fixes them (ESC-50's targets), else the sorted names of the items' labels."""
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   from cvrl_jax.data import dmvr  # pylint: disable=g-import-not-at-top
 
-  if fps <= 0 or short_side < 0 or not 1 <= jpeg_quality <= 100:
-    raise ValueError('Need --fps > 0, --short-side >= 0 and 1 <= --jpeg-quality <= 100.')
-  audio_rate = check_audio_rate(audio_rate) if audio else 0
   start = time.time()
-  items, skipped = list_inputs(source)
+  unit = 'sound' if settings.audio_only else 'video'
   if not items:
-    raise ValueError(f'No videos found in {source}.')
+    raise ValueError(f'No {unit}s found in {source}.')
   output = paths.absolute(output)
+  skipped = list(skipped)
   try:
     paths.makedirs(output)
     removed = remove_stale_temporaries(output)
     num_shards = _check_output(output, split_name, num_shards)
     labels_path = paths.join(output, dmvr.LABELS_FILE)
-    names = label_names(items, dmvr.read_labels(output), labels_path)
+    existing = dmvr.read_labels(output)
+    if names is None:
+      names = label_names(items, existing, labels_path)
+    elif existing is not None and existing != names:
+      raise ValueError(f'{labels_path} names other labels than {source}; convert into a new '
+                       'output folder.')
     dmvr.write_labels(output, names)
   except OSError as e:
     raise ValueError(f'Cannot write to the output folder {output} '
@@ -418,12 +542,10 @@ def convert(source: str, output: str, *, fps: float = 10.0, short_side: int = 25
   num_shards = num_shards or min(MAX_AUTO_SHARDS, math.ceil(len(items) / VIDEOS_PER_SHARD))
   shards = [dmvr.shard_path(output, split_name, i, num_shards) for i in range(num_shards)]
   assignment = dict(zip(shards, assign_shards(items, num_shards)))
-  settings = Settings(fps=fps, short_side=short_side, jpeg_quality=jpeg_quality,
-                      audio_rate=audio_rate)
   results = {s: m for s in shards if (m := _finished_meta(s, assignment[s], settings)) is not None}
   tasks = [(s, assignment[s]) for s in shards if s not in results]
   done = sum(len(assignment[s]) for s in results)
-  with tqdm(total=len(items), initial=done, unit='video', desc=f'converting {split_name}',
+  with tqdm(total=len(items), initial=done, unit=unit, desc=f'converting {split_name}',
             disable=quiet, file=sys.stderr) as bar:
     results.update(_run_tasks(tasks, label_index, settings, workers or os.cpu_count() or 1, bar))
 
@@ -431,7 +553,8 @@ def convert(source: str, output: str, *, fps: float = 10.0, short_side: int = 25
     skipped.extend(results[shard]['skipped'])
   summary = {
       'input': os.path.abspath(source), 'output': output, 'split': split_name,
-      'fps': fps, 'short_side': short_side, 'jpeg_quality': jpeg_quality,
+      'fps': settings.fps, 'short_side': settings.short_side,
+      'jpeg_quality': settings.jpeg_quality,
       'num_classes': len(names), 'num_shards': num_shards,
       'written': sum(results[s]['records'] for s in shards), 'skipped': skipped,
       'resumed_shards': num_shards - len(tasks), 'removed_temporary_files': removed,
@@ -439,8 +562,10 @@ def convert(source: str, output: str, *, fps: float = 10.0, short_side: int = 25
                                        'bytes': results[s]['bytes']} for s in shards},
       'seconds': round(time.time() - start, 1),
   }
-  if audio_rate:
-    summary.update(audio_rate=audio_rate,
+  if settings.audio_only:
+    summary.update(audio_only=True, audio_rate=settings.audio_rate)
+  elif settings.audio_rate:
+    summary.update(audio_rate=settings.audio_rate,
                    with_audio=sum(results[s]['with_audio'] for s in shards),
                    without_audio=[v for s in shards for v in results[s]['without_audio']])
   dmvr.write_text_atomic(dmvr.summary_path(output, split_name), json.dumps(summary, indent=1))
@@ -450,7 +575,8 @@ def convert(source: str, output: str, *, fps: float = 10.0, short_side: int = 25
 
 
 def format_summary(summary: dict, max_listed: int = 20) -> str:
-  lines = [f"Wrote {summary['written']} videos ({summary['num_classes']} classes) to "
+  unit = 'sounds' if summary.get('audio_only') else 'videos'
+  lines = [f"Wrote {summary['written']} {unit} ({summary['num_classes']} classes) to "
            f"{summary['num_shards']} shards in {summary['output']} "
            f"({summary['resumed_shards']} shards kept from an earlier run); "
            f"skipped {len(summary['skipped'])}."]
@@ -461,7 +587,10 @@ def format_summary(summary: dict, max_listed: int = 20) -> str:
     lines.append(f"  skipped {skip['path']}: {skip['reason']}")
   if len(summary['skipped']) > max_listed:
     lines.append(f"  ... and {len(summary['skipped']) - max_listed} more (see the summary JSON)")
-  if summary.get('audio_rate'):
+  if summary.get('audio_only'):
+    lines.append(f"Split {summary['split']}: audio only, at {summary['audio_rate']} Hz (records "
+                 "without frames).")
+  elif summary.get('audio_rate'):
     silent = summary['without_audio']
     lines.append(f"Audio at {summary['audio_rate']} Hz: {summary['with_audio']} videos with a "
                  f"track, {len(silent)} written without audio.")
@@ -489,6 +618,9 @@ def main(argv=None) -> int:
                       help='also store each video\'s audio track (mono), DMVR\'s audio key')
   parser.add_argument('--audio-rate', type=float, default=44_100,
                       help='samples per second of the stored audio (default 44100)')
+  parser.add_argument('--audio-only', action='store_true',
+                      help='the input holds labelled sounds (class folders, a CSV or the ESC-50 '
+                      'layout): records with the whole track and no frames')
   parser.add_argument('--verbosity', '-v', type=int, default=0,
                       help='1: also show TensorFlow\'s own start-up and warning lines')
   args = parser.parse_args(argv)
@@ -496,7 +628,8 @@ def main(argv=None) -> int:
   try:
     convert(args.input, args.output, fps=args.fps, short_side=args.short_side,
             jpeg_quality=args.jpeg_quality, num_shards=args.num_shards, workers=args.workers,
-            split_name=args.split_name, audio=args.audio, audio_rate=args.audio_rate)
+            split_name=args.split_name, audio=args.audio, audio_rate=args.audio_rate,
+            audio_only=args.audio_only)
   except (ValueError, FileNotFoundError) as e:
     print(f'error: {e}', file=sys.stderr)
     return 1

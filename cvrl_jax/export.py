@@ -1,10 +1,12 @@
 """Backbone-only checkpoints: export the encoder of a pretraining run, load it anywhere.
 
-    python -m cvrl_jax.export --workdir=DIR --output=PATH [--step=N]
+    python -m cvrl_jax.export --workdir=DIR --output=PATH [--step=N] [--part=visual|audio]
 
 An exported backbone is a directory:
   PATH/variables/           Orbax checkpoint of {'params': ..., 'batch_stats': ...} of the encoder
   PATH/backbone.json        {'format': ..., 'model': config.model as a dict, 'source': {...}}
+                            (`--part=audio`: also 'part': 'audio', and 'model' is the audio CNN's
+                            config, models/audio_resnet.py AUDIO_ARCHITECTURE_KEYS)
 The JSON is written last, so a directory that has it is complete. An export writes only into a
 new or empty folder, or over an earlier export (or a crashed one, which PATH/.export-in-progress
 marks); anything else at PATH, such as a `variables/` folder of the user's, stays untouched and
@@ -13,6 +15,11 @@ training state nor the optimiser: `load_backbone(PATH)` rebuilds the module from
 restores the variables. `load_backbone` also accepts a pretraining workdir (it then reads the
 encoder out of the latest training checkpoint, WORKDIR/checkpoints/<step>/state, and the model
 config out of WORKDIR/config.json), so evaluation jobs take either as `config.init_checkpoint`.
+
+`--part=audio` exports the audio CNN of an AVBERT run instead (state params['audio_cnn'], its
+config from the run's config.objective); `load_audio_cnn` loads it (or reads it out of an AVBERT
+workdir) for the audio evaluation jobs (config.eval.modality='audio'). An audio export given
+where a visual backbone is expected, or the reverse, stops with one sentence.
 """
 import functools
 import json
@@ -38,6 +45,7 @@ from cvrl_jax import models
 from cvrl_jax import paths
 from cvrl_jax import sharding
 from cvrl_jax import startup
+from cvrl_jax.models import audio_resnet
 
 PyTree = Any
 FORMAT = 'cvrl_jax.backbone/1'
@@ -49,6 +57,8 @@ WORKDIR_CONFIG = 'config.json'
 WORKDIR_CHECKPOINTS = 'checkpoints'
 STATE_ITEM = 'state'
 COLLECTIONS = ('params', 'batch_stats')
+PARTS = ('visual', 'audio')  # what an export holds: the video backbone or AVBERT's audio CNN
+STATE_PREFIX = {'visual': 'backbone', 'audio': 'audio_cnn'}  # their names in a training state
 # Parameter shapes do not depend on the clip size: a small dummy clip builds them.
 DUMMY_CLIP_SHAPE = (1, 4, 32, 32, 3)
 # config.model keys that define the network's parameters or its function; the others (dtype,
@@ -70,7 +80,9 @@ def model_config_from_dict(values: Mapping[str, Any], source: str) -> ml_collect
   return cfg
 
 
-def describe(model_cfg: ml_collections.ConfigDict) -> str:
+def describe(model_cfg) -> str:
+  if 'base_width' in model_cfg:  # an audio CNN's config
+    return audio_resnet.describe(model_cfg)
   return f'R3D-{model_cfg.depth} (width {model_cfg.width_multiplier:g})'
 
 
@@ -98,9 +110,16 @@ def with_compute_settings(checkpoint_cfg: ml_collections.ConfigDict,
 # ------------------------------------------------------------------------------------------------
 # Abstract variables and checks.
 # ------------------------------------------------------------------------------------------------
+def dummy_input_shape(backbone: nn.Module) -> Tuple[int, ...]:
+  """An input shape that builds every parameter of `backbone` (a clip, or a waveform batch)."""
+  if isinstance(backbone, audio_resnet.AudioEncoder):
+    return backbone.dummy_input_shape()
+  return DUMMY_CLIP_SHAPE
+
+
 def abstract_variables(backbone: nn.Module, leaf_sharding: jax.sharding.Sharding) -> PyTree:
   """{'params', 'batch_stats'} of `backbone` as ShapeDtypeStructs placed on `leaf_sharding`."""
-  dummy = jnp.zeros(DUMMY_CLIP_SHAPE, jnp.float32)
+  dummy = jnp.zeros(dummy_input_shape(backbone), jnp.float32)
   shapes = jax.eval_shape(lambda: backbone.init(jax.random.key(0), dummy, train=False))
   shapes = {name: shapes.get(name, {}) for name in COLLECTIONS}
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=leaf_sharding),
@@ -166,9 +185,10 @@ def _write_error(out: epath.Path, error: BaseException) -> ExportError:
 
 
 def export_backbone(output: str, variables: Mapping[str, PyTree],
-                    model_cfg: ml_collections.ConfigDict, source: Optional[Mapping[str, Any]] = None
-                    ) -> str:
-  """Writes {'params', 'batch_stats'} of an encoder and its config.model to `output`.
+                    model_cfg: ml_collections.ConfigDict, source: Optional[Mapping[str, Any]] = None,
+                    part: str = 'visual') -> str:
+  """Writes {'params', 'batch_stats'} of an encoder and its config.model to `output` (`part`
+  'audio': of an audio CNN, with its audio config as the model).
 
   Collective in multi-process runs (every process calls it; the arrays may be sharded). An
   earlier export at `output` is replaced; anything else there makes it stop (check_output), as
@@ -196,7 +216,10 @@ def export_backbone(output: str, variables: Mapping[str, PyTree],
     finally:
       checkpointer.close()
     if jax.process_index() == 0:
-      metadata = {'format': FORMAT, 'model': model_cfg.to_dict(), 'source': dict(source or {})}
+      model = model_cfg.to_dict() if hasattr(model_cfg, 'to_dict') else dict(model_cfg)
+      metadata = {'format': FORMAT, 'model': model, 'source': dict(source or {})}
+      if part != 'visual':
+        metadata['part'] = part
       metadata_file.write_text(json.dumps(metadata, indent=2, sort_keys=True))
       (out / IN_PROGRESS_FILE).unlink()
   except Exception as e:  # pylint: disable=broad-except  (any storage failure: one sentence)
@@ -206,13 +229,18 @@ def export_backbone(output: str, variables: Mapping[str, PyTree],
   return os.fspath(out)
 
 
-def export_workdir(workdir: str, output: str, step: Optional[int] = None) -> str:
-  """Exports the encoder of a pretraining workdir's checkpoint (the latest unless `step`)."""
-  backbone, variables, model_cfg = load_backbone(workdir, step=step)
+def export_workdir(workdir: str, output: str, step: Optional[int] = None,
+                   part: str = 'visual') -> str:
+  """Exports the encoder (`part` 'audio': AVBERT's audio CNN) of a pretraining workdir's
+  checkpoint (the latest unless `step`)."""
+  if part not in PARTS:
+    raise ValueError(f'--part must be one of {PARTS}, got {part!r}.')
+  load = load_audio_cnn if part == 'audio' else load_backbone
+  backbone, variables, model_cfg = load(workdir, step=step)
   del backbone
   return export_backbone(output, variables, model_cfg,
                          source={'workdir': paths.absolute(workdir),
-                                 'step': _step_of(workdir, step)})
+                                 'step': _step_of(workdir, step)}, part=part)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -307,9 +335,7 @@ def load_backbone(path: str, *, mesh: Optional[Mesh] = None, step: Optional[int]
                    else jax.sharding.SingleDeviceSharding(jax.devices()[0]))
   if is_export(path):
     metadata = _read_json(epath.Path(path) / METADATA_FILE)
-    if metadata.get('format') != FORMAT:
-      raise ValueError(f'{path} is an export of format {metadata.get("format")!r}; this version '
-                       f'of cvrl_jax reads {FORMAT!r}.')
+    _check_part(path, metadata, 'visual')
     model_cfg = model_config_from_dict(metadata['model'], path)
     directory, prefix = epath.Path(path) / VARIABLES_DIR, None
   elif is_workdir(path):
@@ -327,6 +353,110 @@ def load_backbone(path: str, *, mesh: Optional[Mesh] = None, step: Optional[int]
   target = abstract_variables(backbone, leaf_sharding)
   variables = _restore(directory, target, model_cfg, prefix, path)
   return backbone, variables, model_cfg
+
+
+def _check_part(path: str, metadata: Mapping[str, Any], wanted: str) -> None:
+  """The export's format is ours and it holds the `wanted` part, else one ValueError sentence."""
+  if metadata.get('format') != FORMAT:
+    raise ValueError(f'{path} is an export of format {metadata.get("format")!r}; this version '
+                     f'of cvrl_jax reads {FORMAT!r}.')
+  part = metadata.get('part', 'visual')
+  if part == wanted:
+    return
+  if wanted == 'visual':
+    raise ValueError(f'{path} holds the audio CNN of an AVBERT run, not a visual backbone; '
+                     "evaluate it on sounds with config.eval.modality='audio' or export the "
+                     'visual backbone (python -m cvrl_jax.export without --part=audio).')
+  raise ValueError(f'{path} holds a {part} backbone, not an audio CNN; export the audio CNN of '
+                   'an AVBERT run with python -m cvrl_jax.export --part=audio, or set '
+                   "config.eval.modality='visual'.")
+
+
+def audio_config_from_dict(values: Mapping[str, Any], source: str) -> dict:
+  """An audio CNN config (AUDIO_ARCHITECTURE_KEYS) from an export's JSON, checked."""
+  missing = [k for k in audio_resnet.AUDIO_ARCHITECTURE_KEYS if k not in values]
+  if missing:
+    raise ValueError(f'{source}: the audio CNN config lacks {missing}; export it again.')
+  cfg = {k: values[k] for k in audio_resnet.AUDIO_ARCHITECTURE_KEYS}
+  cfg['block_counts'] = [int(n) for n in cfg['block_counts']]
+  audio_resnet.check_audio_config(cfg, where=source)
+  return cfg
+
+
+def load_audio_cnn(path: str, *, mesh: Optional[Mesh] = None, step: Optional[int] = None
+                   ) -> Tuple[nn.Module, PyTree, dict]:
+  """(AudioEncoder, {'params', 'batch_stats'}, audio CNN config) from an audio export
+  (`--part=audio`) or an AVBERT pretraining workdir (its latest checkpoint, or `step`)."""
+  if not path:
+    raise ValueError('No checkpoint path given.')
+  if not paths.exists(path):
+    raise FileNotFoundError(f'The checkpoint path {path} does not exist.')
+  leaf_sharding = (sharding.replicated(mesh) if mesh is not None
+                   else jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+  if is_export(path):
+    metadata = _read_json(epath.Path(path) / METADATA_FILE)
+    _check_part(path, metadata, 'audio')
+    audio_cfg = audio_config_from_dict(metadata['model'], path)
+    directory, prefix = epath.Path(path) / VARIABLES_DIR, None
+  elif is_workdir(path):
+    run_config = _read_json(epath.Path(path) / WORKDIR_CONFIG)
+    objective = run_config.get('objective', {})
+    if 'audio_base_width' not in objective:
+      raise ValueError(f'{path} is a pretraining run of objective {objective.get("name")!r}, '
+                       'which has no audio CNN; give an AVBERT run or its audio export.')
+    audio_cfg = audio_config_from_dict(
+        audio_resnet.config_from_avbert(objective, run_config.get('model', {})),
+        f'{path}/{WORKDIR_CONFIG}')
+    directory = epath.Path(path) / WORKDIR_CHECKPOINTS / str(_step_of(path, step)) / STATE_ITEM
+    prefix = STATE_PREFIX['audio']
+  else:
+    raise FileNotFoundError(
+        f'{path} is neither an exported audio CNN (no {METADATA_FILE}) nor a pretraining workdir '
+        f'(no {WORKDIR_CHECKPOINTS}/ and {WORKDIR_CONFIG}).')
+  encoder = audio_resnet.build_audio_encoder(audio_cfg)
+  variables = _restore(directory, abstract_variables(encoder, leaf_sharding), audio_cfg, prefix,
+                       path)
+  return encoder, variables, audio_cfg
+
+
+def check_audio_compatible(checkpoint_cfg: Mapping[str, Any], wanted_cfg: Mapping[str, Any],
+                           path: str) -> None:
+  """One ValueError sentence when the checkpoint's audio CNN is not config.eval.audio's."""
+  diffs = [f'{key} {checkpoint_cfg[key]!r} vs {wanted_cfg[key]!r}'
+           for key in audio_resnet.AUDIO_ARCHITECTURE_KEYS
+           if _plain(checkpoint_cfg[key]) != _plain(wanted_cfg[key])]
+  if diffs:
+    raise ValueError(
+        f'init_checkpoint {path} holds an {audio_resnet.describe(checkpoint_cfg)} but '
+        f'config.eval.audio asks for an {audio_resnet.describe(wanted_cfg)} '
+        f'({", ".join(diffs)}); set config.eval.audio to match the pretraining run.')
+
+
+def _plain(value):
+  return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def load_audio_for_config(init_checkpoint: str, audio_cfg: Mapping[str, Any], mesh: Mesh,
+                          rng: jax.Array, *, dtype: Any = jnp.float32,
+                          spec_augment_rate: float = 0.0
+                          ) -> Tuple[nn.Module, PyTree, dict, str]:
+  """The audio CNN an audio evaluation job starts from: `init_checkpoint` checked against
+  config.eval.audio, or a random initialisation of config.eval.audio when it is empty. Returns
+  (AudioEncoder, variables, audio CNN config, description of the source)."""
+  wanted = {k: audio_cfg[k] for k in audio_resnet.AUDIO_ARCHITECTURE_KEYS}
+  audio_resnet.check_audio_config(wanted)
+  if init_checkpoint:
+    _, variables, ckpt_cfg = load_audio_cnn(init_checkpoint, mesh=mesh)
+    check_audio_compatible(ckpt_cfg, wanted, init_checkpoint)
+    source = init_checkpoint
+  else:
+    variables, source = None, 'random initialisation'
+  encoder = audio_resnet.build_audio_encoder(wanted, dtype=dtype,
+                                             spec_augment_rate=spec_augment_rate)
+  if variables is None:
+    variables = jax.device_put(_random_init(encoder, rng), sharding.replicated(mesh))
+    variables = {c: variables.get(c, {}) for c in COLLECTIONS}
+  return encoder, variables, wanted, source
 
 
 def load_for_config(init_checkpoint: str, model_cfg: ml_collections.ConfigDict, mesh: Mesh,
@@ -348,7 +478,7 @@ def load_for_config(init_checkpoint: str, model_cfg: ml_collections.ConfigDict, 
 @functools.partial(jax.jit, static_argnums=0)
 def _random_init(backbone: nn.Module, rng: jax.Array) -> PyTree:
   """The backbone's initial variables; compiled once per architecture in a process."""
-  return backbone.init(rng, jnp.zeros(DUMMY_CLIP_SHAPE, jnp.float32), train=False)
+  return backbone.init(rng, jnp.zeros(dummy_input_shape(backbone), jnp.float32), train=False)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -360,6 +490,8 @@ def _define_flags() -> None:
   flags.DEFINE_string('workdir', None, 'Pretraining workdir to export from.', required=True)
   flags.DEFINE_string('output', None, 'Directory to write (default: WORKDIR/backbone).')
   flags.DEFINE_integer('step', None, 'Checkpoint step (default: the latest).')
+  flags.DEFINE_enum('part', 'visual', PARTS, 'What to export: the visual backbone, or the audio '
+                    'CNN of an AVBERT run (default output WORKDIR/audio_backbone).')
 
 
 def main(argv) -> None:
@@ -370,13 +502,15 @@ def main(argv) -> None:
   workdir = flags.FLAGS.workdir
   if not paths.exists(workdir):
     sys.exit(f'Error: the workdir {workdir} does not exist.')
-  output = flags.FLAGS.output or paths.join(workdir, 'backbone')
+  part = flags.FLAGS.part
+  output = flags.FLAGS.output or paths.join(workdir,
+                                            'audio_backbone' if part == 'audio' else 'backbone')
   try:
-    path = export_workdir(workdir, output, flags.FLAGS.step)
+    path = export_workdir(workdir, output, flags.FLAGS.step, part=part)
   except (ValueError, OSError) as e:  # the export's own one-sentence errors, no traceback
     logging.debug('Traceback of the error below:', exc_info=True)  # shown with --verbosity=1
     sys.exit(f'Error: {e}')
-  print(f'Exported the backbone of {workdir} to {path}')
+  print(f'Exported the {"audio CNN" if part == "audio" else "backbone"} of {workdir} to {path}')
 
 
 if __name__ == '__main__':

@@ -188,6 +188,66 @@ def audio_windows_fn(plan):
   return windows
 
 
+# ------------------------------------------------------------------------------------------------
+# Audio-only evaluation (labelled sounds, `convert --audio-only`): windows of the whole track.
+
+_NO_SOUND_MESSAGE = ('A record has no audio track at the evaluation\'s sample rate '
+                     '(config.eval.audio.sample_rate).')
+
+
+def sample_windows(waveform: tf.Tensor, starts: tf.Tensor, num_samples: int) -> tf.Tensor:
+  """float32 [V, num_samples]: the track's samples from each start, zeros past its end."""
+  length = tf.size(waveform)
+  index = tf.cast(starts, tf.int32)[:, None] + tf.range(num_samples, dtype=tf.int32)[None, :]
+  inside = (index >= 0) & (index < length)
+  return tf.where(inside, tf.gather(waveform, tf.clip_by_value(index, 0, length - 1)), 0.0)
+
+
+def sound_windows_fn(*, mode: str, num_samples: int, num_windows: int):
+  """Windows fn (track float32 [L], seed [2]) -> float32 [V, num_samples] of an evaluation mode:
+  'train_clip' one window at a uniformly random start (V = 1); 'test_views' and 'center_clip'
+  num_windows windows at evenly spaced starts from 0 to L - num_samples (all at 0 when the
+  sound is shorter), so they cover the whole sound and their features are averaged."""
+  if mode == 'train_clip':
+    def windows(waveform, seed):
+      return sample_windows(waveform, sampling.uniform_start(seed, tf.size(waveform),
+                                                             num_samples, 1), num_samples)
+    return windows, (1, num_samples)
+
+  def fixed(waveform, seed):
+    del seed
+    starts = sampling.eval_temporal_starts(tf.size(waveform), num_windows, num_samples, 1)
+    return sample_windows(waveform, starts, num_samples)
+  return fixed, (num_windows, num_samples)
+
+
+def sound_example_fn(source, windows_fn, shape, *, sample_rate: int, seed: int, key_fn):
+  """Raw element -> {'audio': float32 [V, A], 'label', 'key'} (+ 'position', 'mask') of an
+  audio-only record; a record without audio at `sample_rate` fails (the record is bad)."""
+  def process(ex):
+    parsed = source.parse(ex, audio=True)
+    key = key_fn(ex)
+    waveform = parsed['audio']
+    usable = tf.logical_and(tf.size(waveform) > 0,
+                            tf.equal(parsed['audio_sample_rate'], sample_rate))
+    with tf.control_dependencies([tf.debugging.Assert(usable, [_NO_SOUND_MESSAGE])]):
+      audio = windows_fn(tf.identity(waveform), stream_lib.example_seed(seed, key))
+    return {'audio': tf.ensure_shape(audio, shape), 'label': parsed['label'], 'key': key}
+
+  def fn(ex):
+    if 'valid' in ex:
+      out = tf.cond(ex['valid'], lambda: process(ex), lambda: {
+          'audio': tf.zeros(shape, tf.float32), 'label': tf.constant(0, tf.int32),
+          'key': tf.constant([stream_lib.PAD_KEY, stream_lib.PAD_KEY], tf.uint32)})
+      out['mask'] = ex['valid']
+    else:
+      out = process(ex)
+    if 'position' in ex:
+      out['position'] = ex['position']
+    return out
+  return fn
+
+
 def video_id(record: tf.Tensor) -> tf.Tensor:
   """uint32 [2]: the 64-bit fingerprint of the raw record, the same for a video in every epoch,
   on every host and after any shuffle."""

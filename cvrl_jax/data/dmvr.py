@@ -67,11 +67,15 @@ def make_sequence_example(
     audio_sample_rate: int | None = None,
 ) -> tf.train.SequenceExample:
   """Builds one DMVR record from per-frame JPEG strings and one or more label indices, and
-  optionally the mono audio track (float samples) with its sample rate."""
-  if not jpeg_frames:
-    raise ValueError('A DMVR record needs at least one frame; got an empty frame list.')
+  optionally the mono audio track (float samples) with its sample rate.
+
+  An audio-only record (a labelled sound: `jpeg_frames` empty, `audio` given) has no
+  `image/encoded` feature list; it needs a non-empty track."""
   if (audio is None) != (audio_sample_rate is None):
     raise ValueError('A DMVR record with audio needs both the samples and audio_sample_rate.')
+  if not jpeg_frames and (audio is None or not len(audio)):
+    raise ValueError('A DMVR record needs at least one frame or a non-empty audio track; got '
+                     'neither.')
   labels = [int(labels)] if isinstance(labels, int) else [int(l) for l in labels]
   example = tf.train.SequenceExample()
   context = example.context.feature
@@ -84,9 +88,10 @@ def make_sequence_example(
     context[START_TIMESTAMP_KEY].CopyFrom(_int64_feature([start_timestamp_us]))
   if end_timestamp_us is not None:
     context[END_TIMESTAMP_KEY].CopyFrom(_int64_feature([end_timestamp_us]))
-  frames = example.feature_lists.feature_list[IMAGE_KEY].feature
-  for jpeg in jpeg_frames:
-    frames.add().bytes_list.value.append(jpeg)
+  if jpeg_frames:
+    frames = example.feature_lists.feature_list[IMAGE_KEY].feature
+    for jpeg in jpeg_frames:
+      frames.add().bytes_list.value.append(jpeg)
   if audio is not None:
     context[AUDIO_RATE_KEY].CopyFrom(_int64_feature([int(audio_sample_rate)]))
     example.feature_lists.feature_list[AUDIO_KEY].feature.add().CopyFrom(_float_feature(audio))
@@ -127,7 +132,7 @@ def parse_sequence_example(serialized: tf.Tensor, *, frames_only: bool = False,
                            audio: bool = False) -> dict[str, tf.Tensor]:
   """Parses one serialized DMVR record inside tf.data.
 
-  Returns 'frames' (tf.string [L], one JPEG per frame) and 'label' (int32 scalar: the first
+  Returns 'frames' (tf.string [L], one JPEG per frame; [0] for an audio-only record) and 'label' (int32 scalar: the first
   label index, NO_LABEL if the record has none), plus 'labels' (int32 [n], all indices),
   'label_string', 'data_path' (tf.string, '' if absent) and 'start_timestamp' /
   'end_timestamp' (int64, NO_TIMESTAMP if absent). `frames_only` skips the optional fields.
@@ -135,7 +140,9 @@ def parse_sequence_example(serialized: tf.Tensor, *, frames_only: bool = False,
   'audio_sample_rate' (int64, 0 if absent).
   """
   context_features = {LABEL_INDEX_KEY: tf.io.VarLenFeature(tf.int64)}
-  sequence_features = {IMAGE_KEY: tf.io.FixedLenSequenceFeature([], tf.string)}
+  # allow_missing: an audio-only record has no image/encoded list (its frames parse as [0]).
+  sequence_features = {IMAGE_KEY: tf.io.FixedLenSequenceFeature([], tf.string,
+                                                                allow_missing=True)}
   if audio:
     context_features[AUDIO_RATE_KEY] = tf.io.FixedLenFeature([], tf.int64, default_value=0)
     sequence_features[AUDIO_KEY] = tf.io.VarLenFeature(tf.float32)

@@ -27,6 +27,7 @@ data.max_bad_fraction) and stops evaluation naming it; evaluation also rejects l
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Sequence
 
@@ -42,6 +43,15 @@ from cvrl_jax.data import sources
 from cvrl_jax.data import stream as stream_lib
 
 EVAL_MODES = ('train_clip', 'test_views', 'center_clip')
+
+
+@dataclasses.dataclass(frozen=True)
+class SoundWindows:
+  """Audio-only evaluation input (config.eval.audio): windows of `num_samples` samples of tracks
+  stored at `sample_rate`; `num_windows` of them per sound at test time (clips.sound_windows_fn)."""
+  sample_rate: int
+  num_samples: int
+  num_windows: int
 
 
 class DataIterator:
@@ -181,7 +191,8 @@ def make_plan_eval_iterator(data_cfg, plan: plan_lib.ClipPlan, *, global_batch_s
 def make_eval_dataset(data_cfg, *, split: str, mode: str, global_batch_size: int, seed: int,
                       num_epochs: int | None = 1, process_index: int | None = None,
                       process_count: int | None = None,
-                      start_position: Sequence[int] = (0, 0)) -> tuple[tf.data.Dataset, Any]:
+                      start_position: Sequence[int] = (0, 0),
+                      sound: SoundWindows | None = None) -> tuple[tf.data.Dataset, Any]:
   """The evaluation tf.data pipeline and its source (see `make_eval_iterator`); its batches also
   carry records.FIELDS, which the iterator's records.EvalChecks consumes."""
   process_index, process_count = stream_lib.hosts(process_index, process_count)
@@ -193,7 +204,12 @@ def make_eval_dataset(data_cfg, *, split: str, mode: str, global_batch_size: int
   source = sources.make_source(data_cfg, split, process_index=process_index,
                                process_count=process_count, host_split=data_cfg.host_split)
   d = data_cfg
-  if mode == 'train_clip':
+  if sound is not None:
+    if mode not in EVAL_MODES:
+      raise ValueError(f'Unknown evaluation mode {mode!r}; expected one of {EVAL_MODES}.')
+    views_fn, shape = clips.sound_windows_fn(mode=mode, num_samples=sound.num_samples,
+                                             num_windows=sound.num_windows)
+  elif mode == 'train_clip':
     clip_len, stride = int(d.eval_num_frames), int(d.eval_frame_stride)
     views_fn, shape = clips.random_clips_fn(
         starts_fn=lambda s, n: sampling.uniform_start(s, n, clip_len, stride), num_clips=1,
@@ -219,6 +235,8 @@ def make_eval_dataset(data_cfg, *, split: str, mode: str, global_batch_size: int
     raise ValueError(f'Unknown evaluation mode {mode!r}; expected one of {EVAL_MODES}.')
 
   source.check_readable()
+  if sound is not None:
+    source.check_audio(sound.sample_rate)
   stream = stream_lib.raw_stream(source, seed=seed, start_position=start_position,
                                  num_epochs=num_epochs, shuffle=num_epochs != 1,
                                  shuffle_buffer=d.shuffle_buffer)
@@ -236,9 +254,12 @@ def make_eval_dataset(data_cfg, *, split: str, mode: str, global_batch_size: int
   else:  # every host yields as many batches as the host with the most data
     num_batches = math.ceil(max(source.host_counts(num_epochs)) / host_batch)
     stream = stream.take(num_batches * host_batch)
-  example_fn = clips.example_fn(
-      source, views_fn, shape, seed=seed,
-      key_fn=stream_lib.key_fn(d.host_split, process_index, process_count))
+  key_fn = stream_lib.key_fn(d.host_split, process_index, process_count)
+  if sound is not None:
+    example_fn = clips.sound_example_fn(source, views_fn, shape, sample_rate=sound.sample_rate,
+                                        seed=seed, key_fn=key_fn)
+  else:
+    example_fn = clips.example_fn(source, views_fn, shape, seed=seed, key_fn=key_fn)
   examples = records.guarded_map(stream, example_fn, stream_lib.parallel(d))
   return stream_lib.finish(examples, d, host_batch), source
 
@@ -247,7 +268,8 @@ def make_eval_iterator(data_cfg, *, split: str, mode: str, global_batch_size: in
                        num_epochs: int | None = 1, process_index: int | None = None,
                        process_count: int | None = None,
                        start_position: Sequence[int] = (0, 0),
-                       skip_bad_records: bool = False) -> DataIterator:
+                       skip_bad_records: bool = False,
+                       sound: SoundWindows | None = None) -> DataIterator:
   """Evaluation batches for this host.
 
   Modes: 'train_clip' (one random clip of data_cfg.eval_num_frames at eval_frame_stride, random
@@ -262,11 +284,15 @@ def make_eval_iterator(data_cfg, *, split: str, mode: str, global_batch_size: in
   every host yields the same number of batches. num_epochs=None repeats endlessly, reshuffled,
   and its batches also carry 'position' (as in pretraining): passing one as `start_position`
   continues with the next batch exactly (evaluation jobs resume their training this way).
+
+  With `sound` (audio-only records, `convert --audio-only`) batches hold 'audio' float32
+  [B_host, V, A] instead of 'video': one random window per sound in 'train_clip', the
+  sound's `num_windows` evenly spaced windows in the other two modes (clips.sound_windows_fn).
   """
   dataset, source = make_eval_dataset(
       data_cfg, split=split, mode=mode, global_batch_size=global_batch_size, seed=seed,
       num_epochs=num_epochs, process_index=process_index, process_count=process_count,
-      start_position=start_position)
+      start_position=start_position, sound=sound)
   return DataIterator(dataset, source,
                       records.EvalChecks(data_cfg, source, skip_bad=skip_bad_records))
 

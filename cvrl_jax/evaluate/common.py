@@ -22,6 +22,7 @@ from cvrl_jax import workdir as workdir_lib
 from cvrl_jax.data import pipeline
 from cvrl_jax.evaluate import features
 from cvrl_jax.evaluate import views
+from cvrl_jax.models import resnet3d
 
 PyTree = Any
 RESULTS_FILE = 'results.json'
@@ -43,6 +44,7 @@ def start_job(config: ml_collections.ConfigDict, workdir: str) -> Mesh:
                        ('knn_mode', ('test_views', 'center_clip'))):
     if config.eval[key] not in choices:
       raise ValueError(f'config.eval.{key} must be one of {choices}, got {config.eval[key]!r}.')
+  features.sound_windows(config)  # config.eval.modality and config.eval.audio, checked
   if config.init_checkpoint and paths.absolute(config.init_checkpoint) == paths.absolute(workdir):
     raise ValueError(f'The workdir {workdir} is the init_checkpoint itself; give the evaluation '
                      'its own workdir so the pretraining run\'s config.json and results.json stay.')
@@ -58,8 +60,18 @@ def start_job(config: ml_collections.ConfigDict, workdir: str) -> Mesh:
 
 def load_encoder(config: ml_collections.ConfigDict, mesh: Mesh
                  ) -> Tuple[nn.Module, PyTree, ml_collections.ConfigDict]:
-  """The encoder named by config.init_checkpoint (random init when empty), replicated on `mesh`."""
+  """The encoder named by config.init_checkpoint (random init when empty), replicated on `mesh`:
+  the visual backbone of config.model, or with config.eval.modality='audio' the audio CNN of
+  config.eval.audio (an models.audio_resnet.AudioEncoder: waveforms in, log-mel on the device;
+  its 'model config' is then the audio CNN config)."""
   rng = jax.random.fold_in(jax.random.key(config.seed), 0)
+  if features.modality(config) == 'audio':
+    encoder, variables, audio_cfg, source = export.load_audio_for_config(
+        config.init_checkpoint, config.eval.audio.to_dict(), mesh, rng,
+        dtype=resnet3d.DTYPES[config.model.dtype],
+        spec_augment_rate=float(config.eval.audio.spec_augment_rate))
+    logging.info('Audio encoder: %s from %s.', export.describe(audio_cfg), source)
+    return encoder, variables, audio_cfg
   backbone, variables, model_cfg, source = export.load_for_config(
       config.init_checkpoint, config.model, mesh, rng)
   logging.info('Encoder: %s from %s.', export.describe(model_cfg), source)
@@ -78,7 +90,8 @@ class ClassifierEvaluator:
   logits) averaged over the views of config.eval.test_mode (the recipe's 10 temporal x 3
   spatial views by default). big_vision's evaluator shape.
 
-  `logits_fn(variables, video uint8 [B, V, T, H, W, 3]) -> logits [B, V, classes]`.
+  `logits_fn(variables, video uint8 [B, V, T, H, W, 3]) -> logits [B, V, classes]` (audio
+  evaluation: waveform windows float32 [B, V, A] instead of the video).
   """
 
   def __init__(self, logits_fn: Callable[[PyTree, jax.Array], jax.Array],
@@ -89,7 +102,7 @@ class ClassifierEvaluator:
                        f'{how!r}')
 
     def predict(variables, batch):
-      scores = views.average_view_scores(logits_fn(variables, batch['video']), how)
+      scores = views.average_view_scores(logits_fn(variables, features.model_input(batch)), how)
       correct = views.topk_correct(scores, batch['label'], (1, 5))
       return {'top1': correct[1], 'top5': correct[5]}
 
@@ -135,7 +148,8 @@ def training_clip_batches(config: ml_collections.ConfigDict, mesh: Mesh,
   host's stream position after it; `start_position` continues a stream exactly."""
   host_batches = pipeline.make_eval_iterator(
       config.data, split='train', mode='train_clip', global_batch_size=config.batch_size,
-      seed=config.seed, num_epochs=None, start_position=start_position)
+      seed=config.seed, num_epochs=None, start_position=start_position,
+      sound=features.sound_windows(config))
   return ((sharding.host_to_global({k: b[k] for k in features.PER_EXAMPLE_KEYS if k in b}, mesh),
            tuple(int(v) for v in b['position'])) for b in host_batches)
 

@@ -24,8 +24,38 @@ from cvrl_jax.data import pipeline
 
 PyTree = Any
 Batch = Mapping[str, np.ndarray]
-PER_EXAMPLE_KEYS = ('video', 'label', 'key', 'mask')
+PER_EXAMPLE_KEYS = ('video', 'audio', 'label', 'key', 'mask')
 EVAL_MODES = ('train_clip', 'test_views', 'center_clip')
+MODALITIES = ('visual', 'audio')  # config.eval.modality
+
+
+def modality(config: ml_collections.ConfigDict) -> str:
+  """config.eval.modality, checked ('visual' for configs from before it existed)."""
+  value = config.eval.get('modality', 'visual')
+  if value not in MODALITIES:
+    raise ValueError(f'config.eval.modality must be one of {MODALITIES}, got {value!r}.')
+  return value
+
+
+def sound_windows(config: ml_collections.ConfigDict) -> Optional[pipeline.SoundWindows]:
+  """The audio evaluation's input windows (config.eval.audio), or None for a visual one."""
+  if modality(config) != 'audio':
+    return None
+  a = config.eval.audio
+  for key in ('window_samples', 'num_windows', 'sample_rate'):
+    if isinstance(a[key], bool) or not isinstance(a[key], int) or a[key] < 1:
+      raise ValueError(f'config.eval.audio.{key} must be a positive whole number, got '
+                       f'{a[key]!r}.')
+  if a.window_samples <= a.n_fft // 2:
+    raise ValueError(f'config.eval.audio.window_samples={a.window_samples} is too short for '
+                     f'n_fft={a.n_fft} (needs more than n_fft / 2).')
+  return pipeline.SoundWindows(sample_rate=a.sample_rate, num_samples=a.window_samples,
+                               num_windows=a.num_windows)
+
+
+def model_input(batch: Mapping[str, Any]):
+  """The encoder's input of a batch: 'audio' waveforms [B, V, A] or the 'video' clips."""
+  return batch['audio'] if 'audio' in batch else batch['video']
 
 
 # 'pooled': the backbone's global-average-pooled features (CVRL's); 'conv5_maxpool': the last
@@ -35,7 +65,8 @@ FEATURES = ('pooled', 'conv5_maxpool')
 
 def backbone_features(backbone: nn.Module, variables: PyTree, video: jax.Array,
                       feature: str = 'pooled') -> jax.Array:
-  """uint8 video [B, V, T, H, W, 3] -> float32 features [B, V, D], BN in inference mode."""
+  """uint8 video [B, V, T, H, W, 3] (or, for an audio encoder, waveforms float32 [B, V, A]) ->
+  float32 features [B, V, D], BN in inference mode."""
   if feature not in FEATURES:
     raise ValueError(f'config.eval.knn_feature must be one of {FEATURES}, got {feature!r}')
   b, v = video.shape[:2]
@@ -117,7 +148,8 @@ def eval_batches(config: ml_collections.ConfigDict, mesh: Mesh, *, split: str, m
   sharding.check_batch_size(batch_size, mesh, 'config.eval.batch_size')
   return pipeline.make_eval_iterator(config.data, split=split, mode=mode,
                                      global_batch_size=batch_size, seed=config.seed, num_epochs=1,
-                                     skip_bad_records=skip_bad_records)
+                                     skip_bad_records=skip_bad_records,
+                                     sound=sound_windows(config))
 
 
 def max_batches_for(max_examples: int, batch_size: int) -> int:
@@ -132,6 +164,6 @@ def feature_inference(backbone: nn.Module, mesh: Mesh, feature: str = 'pooled') 
   One per (architecture, mesh) in a process, so jobs run one after another (the demo, a kNN
   monitor) reuse its compilations: Flax modules compare and hash by their attributes."""
   def predict(variables, batch):
-    return {'features': backbone_features(backbone, variables, batch['video'],
+    return {'features': backbone_features(backbone, variables, model_input(batch),
                                           feature).mean(axis=1)}
   return Inference(predict, mesh)

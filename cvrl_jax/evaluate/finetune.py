@@ -9,6 +9,9 @@ the device; testing averages softmax over the views of config.eval.test_mode (30
 The encoder starts from config.init_checkpoint (empty: random initialisation, the supervised
 from-scratch baseline). UCF101 / HMDB51 in the class-folder layout are converted with
 `python -m cvrl_jax.convert` (one conversion per official split's train and test lists).
+With config.eval.modality='audio' it fine-tunes AVBERT's audio CNN on labelled sounds instead
+(random training windows with SpecAugment at config.eval.audio.spec_augment_rate; tests average
+fixed windows; docs/recipes/avbert.md, "Audio-only evaluation").
 The job resumes like pretraining (common.train_loop: checkpoints in WORKDIR/checkpoints, SIGTERM
 saves and returns, the same command continues to an uninterrupted run's results).
 """
@@ -28,6 +31,7 @@ from cvrl_jax import sharding
 from cvrl_jax import run_utils
 from cvrl_jax.data import sources
 from cvrl_jax.evaluate import common
+from cvrl_jax.evaluate import linear
 from cvrl_jax.evaluate import subsets
 
 PyTree = Any
@@ -90,7 +94,7 @@ def finetune(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, float
 
   def step_fn(state, batch):
     keys = augment.example_keys(base_key, batch['key'])
-    clips = augment.augment_batch(keys, batch['video'], (TRAIN_POLICY,))[:, 0]
+    clips = linear.training_inputs(keys, batch)  # (audio: SpecAugment in the encoder)
     labels = batch['label']
     weight = batch['mask'].astype(jnp.float32)
     count = jnp.maximum(jnp.sum(weight), 1.0)

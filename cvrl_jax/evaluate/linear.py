@@ -22,6 +22,11 @@ StandardScaler) every dimension gets unit variance, so the classifier's input ha
 sqrt(C) instead of 1 and a given LR takes C times larger steps in the logits: choose the LR for
 that (the demo keeps the recipe's, with C = 128).
 
+With config.eval.modality='audio' the encoder is AVBERT's audio CNN on labelled sounds
+(docs/recipes/avbert.md, "Audio-only evaluation"): training takes one random window per sound,
+cached features and tests average config.eval.audio.num_windows fixed windows; the rest is the
+same.
+
 Both variants resume like pretraining (common.train_loop): a SIGTERM saves the classifier, its
 optimiser and the input position in WORKDIR/checkpoints and returns; the same command continues
 to the results of an uninterrupted run.
@@ -136,6 +141,14 @@ def init_probe_state(probe: nn.Module, num_features: int, config: ml_collections
   return state, tx, schedule, num_steps
 
 
+def training_inputs(keys: jax.Array, batch: Dict[str, jax.Array]) -> jax.Array:
+  """The encoder's input of a training batch: one clip per video with a random flip, or (audio)
+  the sound's one random window [B, A], as the pipeline cut it."""
+  if 'audio' in batch:
+    return batch['audio'][:, 0]
+  return augment.augment_batch(keys, batch['video'], (TRAIN_POLICY,))[:, 0]
+
+
 def probe_logits_fn(backbone: nn.Module, probe: nn.Module
                     ) -> Callable[[PyTree, jax.Array], jax.Array]:
   """variables {'encoder', 'probe'}, video uint8 [B, V, ...] -> logits [B, V, classes]."""
@@ -163,7 +176,7 @@ def train_on_clips(backbone: nn.Module, encoder: PyTree, probe: nn.Module,
 
   def step_fn(state, encoder, batch):
     keys = augment.example_keys(base_key, batch['key'])
-    clips = augment.augment_batch(keys, batch['video'], (TRAIN_POLICY,))[:, 0]
+    clips = training_inputs(keys, batch)
     feats = jax.lax.stop_gradient(backbone.apply(encoder, clips, train=False))
     return head_update(probe, tx, schedule, state, feats, batch['label'], batch['mask'],
                        to_probe_params)

@@ -21,7 +21,7 @@ models"):
 
 `spec_augment` is the training-time masking (one time band and one frequency band per example).
 """
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 import functools
 from typing import Any
 
@@ -168,3 +168,89 @@ def spec_augment(key: jax.Array, spectrogram: jax.Array, time_rate: float = 0.05
   if spectrogram.ndim == 4:
     masked = masked[..., None]
   return jnp.where(masked, jnp.asarray(mask_value, spectrogram.dtype), spectrogram)
+
+
+# ------------------------------------------------------------------------------------------------
+# The audio CNN as an evaluation encoder: waveforms in, pooled features out.
+# ------------------------------------------------------------------------------------------------
+# Keys of an audio CNN's config (config.eval.audio, an audio export's 'model') that define its
+# parameters or its function: the network and the log-mel front end it was trained on.
+AUDIO_ARCHITECTURE_KEYS = ('base_width', 'block_counts', 'bn_epsilon', 'sample_rate', 'n_fft',
+                           'hop_length', 'n_mels')
+# The front end's settings; the rest of the architecture keys are AudioResNet fields.
+MEL_KEYS = ('sample_rate', 'n_fft', 'hop_length', 'n_mels')
+
+
+class AudioEncoder(AudioResNet):
+  """Mono waveforms float32 [N, A] -> log-mel (cvrl_jax.audio, on the device) -> AudioResNet
+  pooled features [N, num_features]. Its variables are exactly AudioResNet's. SpecAugment
+  (`spec_augment_rate` > 0) only when train=True, with the 'dropout' rng."""
+  sample_rate: int = 44_100
+  n_fft: int = 2048
+  hop_length: int = 512
+  n_mels: int = 80
+  spec_augment_rate: float = 0.0
+
+  def spectrogram(self, waveform: jax.Array) -> jax.Array:
+    from cvrl_jax import audio as audio_lib  # pylint: disable=g-import-not-at-top
+    return audio_lib.log_mel_spectrogram(
+        waveform.astype(jnp.float32), sample_rate=self.sample_rate, n_fft=self.n_fft,
+        hop_length=self.hop_length, n_mels=self.n_mels)
+
+  def __call__(self, waveform: jax.Array, train: bool) -> jax.Array:
+    if waveform.ndim != 2:
+      raise ValueError(f'AudioEncoder expects waveforms [N, samples], got shape '
+                       f'{waveform.shape}.')
+    spec = self.spectrogram(waveform)
+    if train and self.spec_augment_rate > 0:
+      spec = spec_augment(self.make_rng('dropout'), spec, self.spec_augment_rate,
+                          self.spec_augment_rate)
+    return super().__call__(spec[..., None], train)
+
+  def dummy_input_shape(self) -> tuple[int, int]:
+    """A waveform batch shape that builds every parameter (shapes do not depend on length)."""
+    return (1, 2 * self.n_fft)
+
+
+def describe(cfg) -> str:
+  return (f'AudioResNet (base width {cfg["base_width"]}, blocks '
+          f'{tuple(cfg["block_counts"])}, {cfg["n_mels"]} mels at {cfg["sample_rate"]} Hz)')
+
+
+def check_audio_config(cfg, where: str = 'config.eval.audio') -> None:
+  """Raises one ValueError sentence naming the first bad key of an audio CNN config."""
+  for key in ('base_width', 'sample_rate', 'n_fft', 'hop_length', 'n_mels'):
+    value = cfg[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+      raise ValueError(f'{where}.{key} must be a positive whole number, got {value!r}.')
+  counts = tuple(cfg['block_counts'])
+  if not counts or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in counts):
+    raise ValueError(f'{where}.block_counts must be positive block counts per stage, got '
+                     f'{counts!r}.')
+  from cvrl_jax import audio as audio_lib  # pylint: disable=g-import-not-at-top
+  try:
+    audio_lib.check_parameters(fmin=0.0, fmax=None, **{k: cfg[k] for k in MEL_KEYS})
+  except ValueError as e:
+    raise ValueError(f'{where}: {e}') from None
+
+
+def build_audio_encoder(cfg, *, dtype: Any = jnp.float32,
+                        spec_augment_rate: float = 0.0) -> AudioEncoder:
+  """The AudioEncoder of an audio CNN config (AVBERT's layout: every stage strided 2, the first
+  two separable; objectives/avbert.py builds the same network for pretraining)."""
+  check_audio_config(cfg)
+  counts = tuple(int(n) for n in cfg['block_counts'])
+  return AudioEncoder(
+      base_width=int(cfg['base_width']), block_counts=counts, stage_strides=(2,) * len(counts),
+      separable_stages=tuple(i < 2 for i in range(len(counts))),
+      bn_epsilon=float(cfg['bn_epsilon']), dtype=dtype,
+      spec_augment_rate=float(spec_augment_rate),
+      **{k: int(cfg[k]) for k in MEL_KEYS})
+
+
+def config_from_avbert(objective: Mapping[str, Any], model: Mapping[str, Any]) -> dict:
+  """The audio CNN config of an AVBERT pretraining config (config.objective, config.model)."""
+  return {'base_width': int(objective['audio_base_width']),
+          'block_counts': [int(n) for n in objective['audio_block_counts']],
+          'bn_epsilon': float(model.get('bn_epsilon', 1e-5)),
+          **{k: int(objective[k]) for k in MEL_KEYS}}

@@ -300,8 +300,9 @@ def _restore(directory: epath.Path, target: PyTree, model_cfg: ml_collections.Co
   try:
     stored = {c: inside(stored[c]) for c in wanted}
   except KeyError as e:
-    raise ValueError(f'{path} has no {e} weights for the backbone; it is not a checkpoint written '
-                     'by cvrl_jax (every objective names its encoder "backbone").') from e
+    raise ValueError(f'{path} has no {e} weights under {prefix or "its top level"!r}; it is not a '
+                     'checkpoint written by cvrl_jax (objectives keep their video encoder under '
+                     '"backbone" and AVBERT its audio CNN under "audio_cnn").') from e
   check_shapes(stored, {c: target[c] for c in wanted}, path, model_cfg)
   item = {c: {prefix: target[c]} if prefix else target[c] for c in wanted}
   try:

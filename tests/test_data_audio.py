@@ -138,11 +138,12 @@ def test_frames_only_plans_read_what_they_read_without_audio(folder):
 
 def test_a_plan_asking_for_audio_of_frames_only_records_is_one_sentence(folder):
   with pytest.raises(ValueError, match=r'frames.tfrecord has no audio track \(WAVEFORM/feature/'
-                     r'floats\), but the clip plan asks for audio; convert the videos with '
-                     r'--audio --audio-rate 8000\.'):
+                     r'floats\), but this run reads audio \(a clip plan with audio, or '
+                     r"config.eval.modality='audio'\); convert the videos with --audio \(sounds "
+                     r'with --audio-only\) --audio-rate 8000\.'):
     _batches(_cfg(folder / 'frames.tfrecord'), _plan(100))
-  with pytest.raises(ValueError, match=r'rate.tfrecord is stored at 16000 Hz, but the clip plan '
-                     r'asks for 8000 Hz'):
+  with pytest.raises(ValueError, match=r'rate.tfrecord is stored at 16000 Hz, but this run reads '
+                     r'it at 8000 Hz'):
     _batches(_cfg(folder / 'rate.tfrecord'), _plan(100))
 
 

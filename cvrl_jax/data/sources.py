@@ -170,12 +170,13 @@ class TFRecordSource:
         rate, samples = int(parsed['audio_sample_rate']), int(tf.size(parsed['audio']))
         if not samples or not rate:
           raise ValueError(f'The first record of {path} has no audio track '
-                           f'({dmvr.AUDIO_KEY}), but the clip plan asks for audio; convert the '
-                           f'videos with --audio --audio-rate {sample_rate}.')
+                           f'({dmvr.AUDIO_KEY}), but this run reads audio (a clip plan with '
+                           f"audio, or config.eval.modality='audio'); convert the videos with "
+                           f'--audio (sounds with --audio-only) --audio-rate {sample_rate}.')
         if rate != sample_rate:
-          raise ValueError(f'The audio of {path} is stored at {rate} Hz, but the clip plan asks '
-                           f'for {sample_rate} Hz; convert with --audio-rate {sample_rate} or '
-                           'change the plan.')
+          raise ValueError(f'The audio of {path} is stored at {rate} Hz, but this run reads it at '
+                           f'{sample_rate} Hz; convert with --audio-rate {sample_rate} or change '
+                           'the config\'s sample rate.')
         return
 
   def host_counts(self, repeats: int) -> list[int]:
@@ -242,7 +243,7 @@ class TFDSSource:
 
   def check_audio(self, sample_rate: int) -> None:
     del sample_rate
-    raise ValueError(f'The clip plan asks for audio, but {self.name} holds frames only; convert '
+    raise ValueError(f'This run reads audio, but {self.name} holds frames only; convert '
                      'the videos with python -m cvrl_jax.convert --audio and set '
                      'data.train_files.')
 

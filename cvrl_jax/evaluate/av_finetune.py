@@ -240,26 +240,34 @@ def init_state(network: AVClassifier, objective, config: ml_collections.ConfigDi
   schedule, tx, num_steps = common.schedule_and_optimizer(config, num_train_examples,
                                                           abstract_params)
 
-  def make_state(rng):
-    params, batch_stats = init(rng)
+  def make_state(params, batch_stats):
     return run_utils.TrainState(step=jnp.zeros((), jnp.int32), params=params,
                                 batch_stats=batch_stats, aux={}, opt_state=tx.init(params))
 
-  shardings = sharding.state_shardings(jax.eval_shape(make_state, rng), mesh,
+  shardings = sharding.state_shardings(jax.eval_shape(lambda r: make_state(*init(r)), rng), mesh,
                                        config.mesh.fsdp_min_size)
-  state = jax.jit(make_state, out_shardings=shardings)(rng)
-  source = 'random initialisation'
-  if config.init_checkpoint:
-    target = common.abstract_like({
-        'params': {p: state.params[p] for p in ENCODER_PARTS},
-        'batch_stats': {p: s for p, s in state.batch_stats.items() if p in ENCODER_PARTS}})
-    encoder = restore_encoder(config.init_checkpoint, target)
-    params = dict(state.params, **encoder['params'])
-    state = state.replace(params=params, batch_stats=dict(state.batch_stats,
-                                                          **encoder['batch_stats']),
-                          opt_state=jax.jit(tx.init, out_shardings=shardings.opt_state)(params))
-    source = config.init_checkpoint
-  logging.info('AVBERT encoder from %s.', source)
+  if not config.init_checkpoint:
+    logging.info('AVBERT encoder: random initialisation.')
+    return (jax.jit(lambda r: make_state(*init(r)), out_shardings=shardings)(rng), shardings, tx,
+            schedule, num_steps)
+  target = {'params': {p: shardings.params[p] for p in ENCODER_PARTS},
+            'batch_stats': {p: s for p, s in shardings.batch_stats.items() if p in ENCODER_PARTS}}
+  abstract = jax.eval_shape(lambda r: make_state(*init(r)), rng)
+  target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                        {'params': {p: abstract.params[p] for p in target['params']},
+                         'batch_stats': {p: abstract.batch_stats[p]
+                                         for p in target['batch_stats']}}, target)
+  encoder = restore_encoder(config.init_checkpoint, target)
+
+  def with_encoder(rng, encoder):
+    # Only the new classifier is initialised (initialising the whole network would compile the
+    # encoders' initialisers just to discard their output).
+    classifier = models.LinearClassifier(network.num_classes).init(
+        rng, jnp.zeros((1, 2 * network.hidden_size), jnp.float32))['params']
+    return make_state(dict(encoder['params'], classifier=classifier), encoder['batch_stats'])
+
+  state = jax.jit(with_encoder, out_shardings=shardings)(rng, encoder)
+  logging.info('AVBERT encoder from %s.', config.init_checkpoint)
   return state, shardings, tx, schedule, num_steps
 
 

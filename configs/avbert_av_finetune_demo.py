@@ -22,6 +22,7 @@ def get_config(data_dir: str = 'demo_data'):
     config.num_epochs = 5
     config.optim.base_lr = 0.03
     config.optim.warmup_epochs = 0.0
+    config.eval.av_pooling = 'summary'  # or 'mean' (docs/recipes/avbert.md)
     config.eval.finetune_dropout = 0.1
     config.eval.batch_size = 16
   config.lock()

@@ -39,6 +39,7 @@ def get_config():
     config.optim.warmup_epochs = 1.0
     config.optim.schedule = 'cosine'
     config.optim.weight_decay = 1e-4
+    config.eval.av_pooling = 'summary'  # or 'mean' (docs/recipes/avbert.md)
     config.eval.finetune_dropout = 0.5
     config.eval.batch_size = 64
   config.lock()

@@ -171,3 +171,12 @@ def test_num_classes_that_disagree_with_the_labels_are_refused(env, tmp_path):
 def test_a_batch_label_outside_num_classes_is_one_sentence():
   with pytest.raises(ValueError, match=r'A test video has label 7, outside \[0, 5\)'):
     av_finetune.check_labels(np.array([1, 7, 2]), 5, 'test')
+
+
+def test_an_unknown_pooling_is_one_sentence_naming_the_key():
+  config = config_lib.load_config_file('avbert_av_finetune_demo', '/nowhere')
+  with config.unlocked():
+    config.eval.av_pooling = 'max'
+  with pytest.raises(ValueError, match=r"config.eval.av_pooling must be one of \('summary', "
+                                       r"'mean'\), got 'max'"):
+    av_finetune.build(config)

@@ -7,7 +7,8 @@ on labelled videos with sound (docs/recipes/avbert.md, "Audio-visual classificat
 
   per video the sequence of config.objective.num_clips clips of the AVBERT plan with the audio
   window aligned to each clip -> visual and audio passes -> joint pass -> the joint pass's visual
-  and audio summary tokens, concatenated [B, 2 * hidden_size] -> dropout
+  and audio summary tokens, concatenated [B, 2 * hidden_size] (config.eval.av_pooling='mean':
+  the means of its outputs at the visual and at the audio clips instead) -> dropout
   (config.eval.finetune_dropout) -> Dense(num_classes).
 
 No clip is masked and every video keeps its own audio. The pretraining heads (mask tokens, MEP
@@ -58,6 +59,9 @@ ENCODER_PARTS = ('backbone', 'audio_cnn', 'visual_adaptor', 'audio_adaptor', 'tr
 ARCHITECTURE_KEYS = ('num_clips', 'audio_base_width', 'audio_block_counts', 'hidden_size',
                      'num_heads', 'ffn_size', 'num_layers', 'rank', 'n_mels')
 BATCH_KEYS = ('video', 'audio', 'label', 'key')
+# What the classifier reads from the joint pass (config.eval.av_pooling): its visual and audio
+# summary tokens, or the means of its outputs at the visual and at the audio clips.
+POOLINGS = ('summary', 'mean')
 
 
 class AVClassifier(nn.Module):
@@ -68,6 +72,7 @@ class AVClassifier(nn.Module):
   hidden_size: int
   num_classes: int
   dropout: float = 0.0
+  pooling: str = 'summary'
 
   def setup(self):
     # Named as in avbert.AVBERTNetwork, so its parameters load unchanged.
@@ -77,7 +82,8 @@ class AVClassifier(nn.Module):
     self.classifier = models.LinearClassifier(self.num_classes)
 
   def summary(self, clips: jax.Array, spectrograms: jax.Array, train: bool) -> jax.Array:
-    """The joint pass's visual and audio summary tokens, concatenated: [B, 2 * hidden_size]."""
+    """The joint pass's visual and audio summary tokens (pooling 'summary') or the means of its
+    visual and audio clip outputs ('mean'), concatenated: [B, 2 * hidden_size]."""
     b, v = clips.shape[:2]
     visual = self.visual_adaptor(self.backbone(base.merge_views(clips), train=train))
     audio = self.audio_adaptor(self.audio_cnn(base.merge_views(spectrograms)[..., None],
@@ -87,6 +93,8 @@ class AVClassifier(nn.Module):
                                                   deterministic)
     audio_out = self.transformer.encode_modality(audio.reshape(b, v, -1), 'audio', deterministic)
     joint = self.transformer.fuse(visual_out, audio_out, deterministic)
+    if self.pooling == 'mean':
+      return jnp.concatenate([joint[:, 1:1 + v].mean(1), joint[:, 2 + v:].mean(1)], axis=-1)
     return jnp.concatenate([joint[:, 0], joint[:, 1 + v]], axis=-1)
 
   def __call__(self, clips: jax.Array, spectrograms: jax.Array, train: bool) -> jax.Array:
@@ -214,12 +222,15 @@ def build(config: ml_collections.ConfigDict):
   if config.objective.name != 'avbert':
     raise ValueError(f'av_finetune needs config.objective.name=avbert (the AVBERT network to '
                      f'fine-tune), got {config.objective.name!r}.')
+  pooling = config.eval.get('av_pooling', 'summary')
+  if pooling not in POOLINGS:
+    raise ValueError(f'config.eval.av_pooling must be one of {POOLINGS}, got {pooling!r}.')
   objective = build_objective(config)
   net = objective.network
   network = AVClassifier(backbone=net.backbone, audio_cnn=net.audio_cnn,
                          transformer=net.transformer, hidden_size=net.hidden_size,
                          num_classes=config.data.num_classes,
-                         dropout=config.eval.finetune_dropout)
+                         dropout=config.eval.finetune_dropout, pooling=pooling)
   return objective, network
 
 

@@ -162,6 +162,14 @@ def test_an_init_checkpoint_of_another_method_is_refused(env, tmp_path):
     av_finetune.av_finetune(config, str(tmp_path / 'run'))
 
 
+def test_an_init_checkpoint_of_another_architecture_names_the_keys(env, tmp_path):
+  config = _finetune_config(env, **{'objective.num_layers': 2, 'objective.hidden_size': 32,
+                                    'objective.rank': 8})
+  with pytest.raises(ValueError, match=r'another AVBERT architecture .*objective.hidden_size 16 '
+                                       r'vs 32; objective.num_layers 1 vs 2; objective.rank 4 vs 8'):
+    av_finetune.av_finetune(config, str(tmp_path / 'run'))
+
+
 def test_num_classes_that_disagree_with_the_labels_are_refused(env, tmp_path):
   config = _finetune_config(env, **{'data.num_classes': 5})
   with pytest.raises(ValueError, match=r'config.data.num_classes is 5 but .*labels.txt names 10'):

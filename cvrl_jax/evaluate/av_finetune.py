@@ -21,7 +21,6 @@ in results.json; its per-video scores go to WORKDIR/predictions.npz. Resumes lik
 """
 import dataclasses
 import io
-import json
 from typing import Any, Dict, Iterator, Mapping, Tuple
 
 from absl import logging
@@ -113,7 +112,7 @@ def _pretraining_config(path: str) -> Dict[str, Any]:
   if not export.is_workdir(path):
     raise FileNotFoundError(f'init_checkpoint {path} is not a pretraining workdir (no '
                             f'{export.WORKDIR_CHECKPOINTS}/ and {export.WORKDIR_CONFIG}).')
-  run_config = json.loads(epath.Path(path, export.WORKDIR_CONFIG).read_text())
+  run_config = export._read_json(epath.Path(path, export.WORKDIR_CONFIG))  # pylint: disable=protected-access
   name = run_config.get('objective', {}).get('name')
   if run_config.get('job', 'pretrain') != 'pretrain' or name != 'avbert':
     raise ValueError(f'init_checkpoint {path} is not an AVBERT pretraining run (its config.json '
@@ -168,7 +167,7 @@ def restore_encoder(path: str, target: PyTree) -> PyTree:
 # ------------------------------------------------------------------------------------------------
 # Data.
 # ------------------------------------------------------------------------------------------------
-def test_plan(plan):
+def evaluation_plan(plan):
   """The training plan at test time: the same clips and audio windows, whole frames."""
   return dataclasses.replace(plan.replace_views(crop_area_range=(1.0, 1.0),
                                                 crop_aspect_range=(1.0, 1.0)), resolved=False)
@@ -203,7 +202,7 @@ def training_batches(config: ml_collections.ConfigDict, plan, mesh: Mesh,
            tuple(int(v) for v in b['position']))
 
 
-def test_batches(config: ml_collections.ConfigDict, plan,
+def evaluation_batches(config: ml_collections.ConfigDict, plan,
                  mesh: Mesh) -> Iterator[Dict[str, np.ndarray]]:
   """One pass over the eval split: a sequence per video, padding rows with mask False."""
   sharding.check_batch_size(config.eval.batch_size, mesh, 'config.eval.batch_size')
@@ -255,19 +254,17 @@ def init_state(network: AVClassifier, objective, config: ml_collections.ConfigDi
     return run_utils.TrainState(step=jnp.zeros((), jnp.int32), params=params,
                                 batch_stats=batch_stats, aux={}, opt_state=tx.init(params))
 
-  shardings = sharding.state_shardings(jax.eval_shape(lambda r: make_state(*init(r)), rng), mesh,
-                                       config.mesh.fsdp_min_size)
+  abstract = jax.eval_shape(lambda r: make_state(*init(r)), rng)
+  shardings = sharding.state_shardings(abstract, mesh, config.mesh.fsdp_min_size)
   if not config.init_checkpoint:
     logging.info('AVBERT encoder: random initialisation.')
     return (jax.jit(lambda r: make_state(*init(r)), out_shardings=shardings)(rng), shardings, tx,
             schedule, num_steps)
-  target = {'params': {p: shardings.params[p] for p in ENCODER_PARTS},
-            'batch_stats': {p: s for p, s in shardings.batch_stats.items() if p in ENCODER_PARTS}}
-  abstract = jax.eval_shape(lambda r: make_state(*init(r)), rng)
-  target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                        {'params': {p: abstract.params[p] for p in target['params']},
-                         'batch_stats': {p: abstract.batch_stats[p]
-                                         for p in target['batch_stats']}}, target)
+  part = lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s)
+  target = {collection: {p: jax.tree.map(part, getattr(abstract, collection)[p],
+                                         getattr(shardings, collection)[p])
+                         for p in ENCODER_PARTS if p in getattr(abstract, collection)}
+            for collection in ('params', 'batch_stats')}
   encoder = restore_encoder(config.init_checkpoint, target)
 
   def with_encoder(rng, encoder):
@@ -346,7 +343,7 @@ def av_finetune(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, fl
   if not finished:  # stopped by SIGTERM: the same command resumes; results.json comes at the end
     return {'finished': False}
 
-  plan = test_plan(objective.plan)
+  plan = evaluation_plan(objective.plan)
 
   def logits_fn(variables, video, audio):
     spectrograms = objective.spectrograms(audio, None, train=False)
@@ -355,7 +352,7 @@ def av_finetune(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, fl
 
   evaluator = common.ClassifierEvaluator(
       logits_fn, config, mesh, prefix='av_finetune', input_keys=('video', 'audio'),
-      batches_fn=lambda: test_batches(config, plan, mesh), description='one sequence per video',
+      batches_fn=lambda: evaluation_batches(config, plan, mesh), description='one sequence per video',
       keep_scores=True)
   results = dict(evaluator.run({'params': state.params, 'batch_stats': state.batch_stats}))
   results['av_finetune/train_loss'] = train_metrics['loss']

@@ -166,7 +166,8 @@ def test_an_init_checkpoint_of_another_architecture_names_the_keys(env, tmp_path
   config = _finetune_config(env, **{'objective.num_layers': 2, 'objective.hidden_size': 32,
                                     'objective.rank': 8})
   with pytest.raises(ValueError, match=r'another AVBERT architecture .*objective.hidden_size 16 '
-                                       r'vs 32; objective.num_layers 1 vs 2; objective.rank 4 vs 8'):
+                                       r'vs 32; objective.num_layers 1 vs 2; '
+                                       r'objective.rank 4 vs 8'):
     av_finetune.av_finetune(config, str(tmp_path / 'run'))
 
 

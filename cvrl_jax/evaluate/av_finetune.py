@@ -112,7 +112,8 @@ def _pretraining_config(path: str) -> Dict[str, Any]:
   if not export.is_workdir(path):
     raise FileNotFoundError(f'init_checkpoint {path} is not a pretraining workdir (no '
                             f'{export.WORKDIR_CHECKPOINTS}/ and {export.WORKDIR_CONFIG}).')
-  run_config = export._read_json(epath.Path(path, export.WORKDIR_CONFIG))  # pylint: disable=protected-access
+  # pylint: disable-next=protected-access
+  run_config = export._read_json(epath.Path(path, export.WORKDIR_CONFIG))
   name = run_config.get('objective', {}).get('name')
   if run_config.get('job', 'pretrain') != 'pretrain' or name != 'avbert':
     raise ValueError(f'init_checkpoint {path} is not an AVBERT pretraining run (its config.json '
@@ -141,13 +142,14 @@ def check_architecture(run_config: Mapping[str, Any], config: ml_collections.Con
 def restore_encoder(path: str, target: PyTree) -> PyTree:
   """{'params', 'batch_stats'} of ENCODER_PARTS from the latest checkpoint of the AVBERT
   pretraining workdir `path`, restored into `target` (abstract arrays with their shardings)."""
-  directory = (epath.Path(path) / export.WORKDIR_CHECKPOINTS / str(export._step_of(path, None))  # pylint: disable=protected-access
-               / export.STATE_ITEM)
+  # pylint: disable=protected-access  (export's workdir helpers, shared rather than copied)
+  step = export._step_of(path, None)
+  directory = epath.Path(path) / export.WORKDIR_CHECKPOINTS / str(step) / export.STATE_ITEM
   checkpointer = ocp.PyTreeCheckpointer()
   try:
     stored = checkpointer.metadata(directory).item_metadata.tree
-    expected = export._flat_shapes(target)  # pylint: disable=protected-access
-    have = export._flat_shapes({c: {p: stored[c][p] for p in target[c] if p in stored[c]}  # pylint: disable=protected-access
+    expected = export._flat_shapes(target)
+    have = export._flat_shapes({c: {p: stored[c][p] for p in target[c] if p in stored[c]}
                                 for c in target})
     for name, shape in expected.items():
       if have.get(name) != shape:
@@ -352,8 +354,8 @@ def av_finetune(config: ml_collections.ConfigDict, workdir: str) -> Dict[str, fl
 
   evaluator = common.ClassifierEvaluator(
       logits_fn, config, mesh, prefix='av_finetune', input_keys=('video', 'audio'),
-      batches_fn=lambda: evaluation_batches(config, plan, mesh), description='one sequence per video',
-      keep_scores=True)
+      batches_fn=lambda: evaluation_batches(config, plan, mesh),
+      description='one sequence per video', keep_scores=True)
   results = dict(evaluator.run({'params': state.params, 'batch_stats': state.batch_stats}))
   results['av_finetune/train_loss'] = train_metrics['loss']
   results['av_finetune/train_top1'] = train_metrics['train_top1']

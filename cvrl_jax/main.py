@@ -28,6 +28,7 @@ JOBS: dict[str, str] = {
     'linear_eval': 'cvrl_jax.evaluate.linear:linear_eval',
     'knn_eval': 'cvrl_jax.evaluate.knn:knn_eval',
     'finetune': 'cvrl_jax.evaluate.finetune:finetune',
+    'av_finetune': 'cvrl_jax.evaluate.av_finetune:av_finetune',
 }
 
 _CONFIG = config_flags.DEFINE_config_file(

@@ -1,6 +1,6 @@
 """What the evaluation jobs share: start-up checks, the encoder, results.json, training, testing."""
 import time
-from typing import Any, Callable, Dict, Iterator, Mapping, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, Mapping, Optional, Tuple
 
 from absl import logging
 from clu import metric_writers
@@ -90,31 +90,50 @@ class ClassifierEvaluator:
   logits) averaged over the views of config.eval.test_mode (the recipe's 10 temporal x 3
   spatial views by default). big_vision's evaluator shape.
 
-  `logits_fn(variables, video uint8 [B, V, T, H, W, 3]) -> logits [B, V, classes]` (audio
-  evaluation: waveform windows float32 [B, V, A] instead of the video).
+  `logits_fn(variables, *inputs) -> logits [B, V, classes]`, inputs the batch fields named by
+  `input_keys`; by default the encoder's one input (features.model_input: the uint8 video
+  [B, V, T, H, W, 3], or for audio evaluation the waveform windows float32 [B, V, A]).
+  `batches_fn() -> host batches` replaces the split's evaluation batches of config.eval.test_mode
+  (`description` names them in the log). After `run`, `outputs` holds the per-video 'top1',
+  'top5', 'label' and, with keep_scores, 'scores' [N, classes] (the view-averaged scores the
+  accuracies come from).
   """
 
-  def __init__(self, logits_fn: Callable[[PyTree, jax.Array], jax.Array],
-               config: ml_collections.ConfigDict, mesh: Mesh, *, prefix: str):
+  def __init__(self, logits_fn: Callable[..., jax.Array],
+               config: ml_collections.ConfigDict, mesh: Mesh, *, prefix: str,
+               input_keys: Optional[Tuple[str, ...]] = None,
+               batches_fn: Optional[Callable[[], Iterable[Any]]] = None,
+               description: Optional[str] = None, keep_scores: bool = False):
     how = config.eval.get('view_average', 'softmax')
     if how not in views.VIEW_AVERAGES:
       raise ValueError(f'config.eval.view_average must be one of {views.VIEW_AVERAGES}, got '
                        f'{how!r}')
 
     def predict(variables, batch):
-      scores = views.average_view_scores(logits_fn(variables, features.model_input(batch)), how)
+      inputs = ((features.model_input(batch),) if input_keys is None
+                else tuple(batch[k] for k in input_keys))
+      scores = views.average_view_scores(logits_fn(variables, *inputs), how)
       correct = views.topk_correct(scores, batch['label'], (1, 5))
-      return {'top1': correct[1], 'top5': correct[5]}
+      out = {'top1': correct[1], 'top5': correct[5]}
+      if keep_scores:
+        out['scores'] = scores
+      return out
 
     self.config = config
     self.mesh = mesh
     self.prefix = prefix
-    self._inference = features.Inference(predict, mesh)
+    self.outputs: Optional[Dict[str, np.ndarray]] = None
+    self._batches_fn = batches_fn or (lambda: features.eval_batches(
+        config, mesh, split='eval', mode=config.eval.test_mode))
+    self._description = description or config.eval.test_mode
+    keys = features.PER_EXAMPLE_KEYS + tuple(k for k in input_keys or ()
+                                             if k not in features.PER_EXAMPLE_KEYS)
+    self._inference = features.Inference(predict, mesh, keys)
 
   def run(self, variables: PyTree) -> Iterator[Tuple[str, float]]:
-    mode = self.config.eval.test_mode
-    batches = features.eval_batches(self.config, self.mesh, split='eval', mode=mode)
-    out = self._inference.run(variables, batches, name=f'{self.prefix} test ({mode})')
+    out = self._inference.run(variables, self._batches_fn(),
+                              name=f'{self.prefix} test ({self._description})')
+    self.outputs = out
     yield f'{self.prefix}/top1', float(np.mean(out['top1']))
     yield f'{self.prefix}/top5', float(np.mean(out['top5']))
     yield f'{self.prefix}/num_test_videos', float(len(out['label']))

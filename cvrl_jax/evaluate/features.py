@@ -91,8 +91,9 @@ class Inference:
   """
 
   def __init__(self, predict: Callable[[PyTree, Dict[str, jax.Array]], Dict[str, jax.Array]],
-               mesh: Mesh):
+               mesh: Mesh, keys: Iterable[str] = PER_EXAMPLE_KEYS):
     self.mesh = mesh
+    self.keys = tuple(keys)  # the batch fields sent to the devices
 
     def with_labels(variables, batch):
       out = dict(predict(variables, batch))
@@ -121,7 +122,7 @@ class Inference:
       if max_batches and index >= max_batches:
         break
       batch = sharding.host_to_global(
-          {k: host_batch[k] for k in PER_EXAMPLE_KEYS if k in host_batch}, self.mesh)
+          {k: host_batch[k] for k in self.keys if k in host_batch}, self.mesh)
       out = self._jitted(variables, batch)
       if pending is not None:
         collect(pending)

@@ -323,17 +323,23 @@ def _restore(directory: epath.Path, target: PyTree, model_cfg: ml_collections.Co
   return variables
 
 
+def _checked_path_sharding(path: str, mesh: Optional[Mesh]) -> jax.sharding.Sharding:
+  """Where restored arrays go (replicated over `mesh`, else the default device), once `path` is
+  known to exist (else one sentence)."""
+  if not path:
+    raise ValueError('No checkpoint path given.')
+  if not paths.exists(path):
+    raise FileNotFoundError(f'The checkpoint path {path} does not exist.')
+  return (sharding.replicated(mesh) if mesh is not None
+          else jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+
+
 def load_backbone(path: str, *, mesh: Optional[Mesh] = None, step: Optional[int] = None
                   ) -> Tuple[nn.Module, PyTree, ml_collections.ConfigDict]:
   """(backbone module, {'params', 'batch_stats'}, config.model) from an export or a pretraining
   workdir (its latest checkpoint, or `step`). Arrays are replicated over `mesh` if given, else on
   the default device. Missing or mismatched files raise one clear sentence naming `path`."""
-  if not path:
-    raise ValueError('No checkpoint path given.')
-  if not paths.exists(path):
-    raise FileNotFoundError(f'The checkpoint path {path} does not exist.')
-  leaf_sharding = (sharding.replicated(mesh) if mesh is not None
-                   else jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+  leaf_sharding = _checked_path_sharding(path, mesh)
   if is_export(path):
     metadata = _read_json(epath.Path(path) / METADATA_FILE)
     _check_part(path, metadata, 'visual')
@@ -388,12 +394,7 @@ def load_audio_cnn(path: str, *, mesh: Optional[Mesh] = None, step: Optional[int
                    ) -> Tuple[nn.Module, PyTree, dict]:
   """(AudioEncoder, {'params', 'batch_stats'}, audio CNN config) from an audio export
   (`--part=audio`) or an AVBERT pretraining workdir (its latest checkpoint, or `step`)."""
-  if not path:
-    raise ValueError('No checkpoint path given.')
-  if not paths.exists(path):
-    raise FileNotFoundError(f'The checkpoint path {path} does not exist.')
-  leaf_sharding = (sharding.replicated(mesh) if mesh is not None
-                   else jax.sharding.SingleDeviceSharding(jax.devices()[0]))
+  leaf_sharding = _checked_path_sharding(path, mesh)
   if is_export(path):
     metadata = _read_json(epath.Path(path) / METADATA_FILE)
     _check_part(path, metadata, 'audio')

@@ -234,18 +234,12 @@ def sound_example_fn(source, windows_fn, shape, *, sample_rate: int, seed: int, 
       audio = windows_fn(tf.identity(waveform), stream_lib.example_seed(seed, key))
     return {'audio': tf.ensure_shape(audio, shape), 'label': parsed['label'], 'key': key}
 
-  def fn(ex):
-    if 'valid' in ex:
-      out = tf.cond(ex['valid'], lambda: process(ex), lambda: {
-          'audio': tf.zeros(shape, tf.float32), 'label': tf.constant(0, tf.int32),
-          'key': tf.constant([stream_lib.PAD_KEY, stream_lib.PAD_KEY], tf.uint32)})
-      out['mask'] = ex['valid']
-    else:
-      out = process(ex)
-    if 'position' in ex:
-      out['position'] = ex['position']
-    return out
-  return fn
+  def pad(ex):
+    del ex
+    return {'audio': tf.zeros(shape, tf.float32), 'label': tf.constant(0, tf.int32),
+            'key': tf.constant([stream_lib.PAD_KEY, stream_lib.PAD_KEY], tf.uint32)}
+
+  return _masked_example_fn(process, pad)
 
 
 def video_id(record: tf.Tensor) -> tf.Tensor:
@@ -325,6 +319,12 @@ def example_fn(source, views_fn, video_shape, *, seed: int, key_fn, keep_fields=
     return {'video': tf.zeros(video_shape, tf.uint8), 'label': tf.constant(0, tf.int32),
             'key': tf.constant([stream_lib.PAD_KEY, stream_lib.PAD_KEY], tf.uint32), **fields}
 
+  return _masked_example_fn(process, pad)
+
+
+def _masked_example_fn(process, pad):
+  """Raw element -> process(element), or pad(element) where a 'valid' flag is false (an
+  evaluation batch's filler, marked by 'mask'); the stream's 'position' passes through."""
   def fn(ex):
     if 'valid' in ex:
       out = tf.cond(ex['valid'], lambda: process(ex), lambda: pad(ex))

@@ -125,7 +125,8 @@ def write_report(path: str, *, scalars: Mapping[str, Tuple[np.ndarray, np.ndarra
   cells = outer[1].subgridspec(num_queries, grid_cols, wspace=0.08, hspace=0.3)
   for row in range(num_queries):
     query_label = int(retrieval['query_label'][row])
-    panels = [(retrieval['query_frame'][row], f'test video\nclass {query_label}', 'black')]
+    query_heading = 'test video\n' if row == 0 else ''  # headings on the first row only
+    panels = [(retrieval['query_frame'][row], f'{query_heading}class {query_label}', 'black')]
     for name in encoders:
       neighbours = retrieval['encoders'][name]
       for j in range(k):
@@ -143,7 +144,7 @@ def write_report(path: str, *, scalars: Mapping[str, Tuple[np.ndarray, np.ndarra
         spine.set_edgecolor(colour)
         spine.set_linewidth(3 if colour != 'black' else 1)
       ax.set_title(caption, fontsize=7, color=colour if colour != 'black' else 'black')
-  fig.suptitle(title, fontsize=12)
+  fig.suptitle(title, fontsize=12, y=0.94)  # just above the curves, not the figure's top edge
   fig.savefig(path, dpi=90, bbox_inches='tight')
   plt.close(fig)
   return path

@@ -282,6 +282,12 @@ def _step_of(workdir: str, step: Optional[int]) -> int:
   return step
 
 
+def workdir_state_dir(workdir: str, step: Optional[int] = None) -> epath.Path:
+  """The Orbax directory of the training state at `step` (the latest if None) of a pretraining
+  workdir; one sentence if it has no such checkpoint."""
+  return epath.Path(workdir) / WORKDIR_CHECKPOINTS / str(_step_of(workdir, step)) / STATE_ITEM
+
+
 def _restore(directory: epath.Path, target: PyTree, model_cfg: ml_collections.ConfigDict,
              prefix: Optional[str], path: str) -> PyTree:
   """Restores `target` (abstract {'params', 'batch_stats'}) from an Orbax PyTree directory; with
@@ -350,8 +356,8 @@ def load_backbone(path: str, *, mesh: Optional[Mesh] = None, step: Optional[int]
     if 'model' not in run_config:
       raise ValueError(f'{path}/{WORKDIR_CONFIG} has no "model" section.')
     model_cfg = model_config_from_dict(run_config['model'], f'{path}/{WORKDIR_CONFIG}')
-    directory = epath.Path(path) / WORKDIR_CHECKPOINTS / str(_step_of(path, step)) / STATE_ITEM
-    prefix = 'backbone'
+    directory = workdir_state_dir(path, step)
+    prefix = STATE_PREFIX['visual']
   else:
     raise FileNotFoundError(
         f'{path} is neither an exported backbone (no {METADATA_FILE}) nor a pretraining workdir '
@@ -409,7 +415,7 @@ def load_audio_cnn(path: str, *, mesh: Optional[Mesh] = None, step: Optional[int
     audio_cfg = audio_config_from_dict(
         audio_resnet.config_from_avbert(objective, run_config.get('model', {})),
         f'{path}/{WORKDIR_CONFIG}')
-    directory = epath.Path(path) / WORKDIR_CHECKPOINTS / str(_step_of(path, step)) / STATE_ITEM
+    directory = workdir_state_dir(path, step)
     prefix = STATE_PREFIX['audio']
   else:
     raise FileNotFoundError(

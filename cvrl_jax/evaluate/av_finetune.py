@@ -143,8 +143,7 @@ def restore_encoder(path: str, target: PyTree) -> PyTree:
   """{'params', 'batch_stats'} of ENCODER_PARTS from the latest checkpoint of the AVBERT
   pretraining workdir `path`, restored into `target` (abstract arrays with their shardings)."""
   # pylint: disable=protected-access  (export's workdir helpers, shared rather than copied)
-  step = export._step_of(path, None)
-  directory = epath.Path(path) / export.WORKDIR_CHECKPOINTS / str(step) / export.STATE_ITEM
+  directory = export.workdir_state_dir(path)
   checkpointer = ocp.PyTreeCheckpointer()
   try:
     stored = checkpointer.metadata(directory).item_metadata.tree
